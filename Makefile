@@ -1,0 +1,32 @@
+# Bootstraps everything on a fresh machine. `make setup` is idempotent: it rebuilds the venv's
+# packages only when a requirements file changed.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# The exact torch pair this project's machines have in their local wheel cache (CPU runs of a
+# CUDA build). Users on clusters install their own build; requirements.txt keeps a range.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test run bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(TORCH_PIN)
+	$(VPY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(TORCH_PIN)
+	touch $(STAMP)
+
+test: setup
+	$(VPY) -m pytest -q tests
+
+run: setup
+	$(VPY) train.py
+
+bench: setup
+	$(VPY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,131 @@
+"""Give any torch model noise sites, without touching its parameters.
+
+:func:`inject` runs one forward pass on an example input to record the order in which the
+site-bearing layers execute (forward order, not registration order: a ReLU module called twice
+in a residual block gives two sites), then installs hooks that apply each site's
+:class:`~noise.operator.NoiseOperator`. The operators live in ``model.noise_ops`` (an
+``nn.ModuleList`` with no parameters or buffers), so ``model.train()``/``.eval()`` reach them and
+the model's ``state_dict`` is unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .operator import NoiseOperator
+from .placement import NoiseSite, configure
+
+__all__ = ["inject", "SITE_LAYER_TYPES"]
+
+#: Layer types that carry a site after their output (as in the model families).
+SITE_LAYER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+)
+
+
+def _trace_calls(model: nn.Module, example: torch.Tensor, layer_types) -> list[tuple[str, int]]:
+    """(module path, k-th call) of every site-bearing layer, in execution order."""
+    order: list[tuple[str, int]] = []
+    counts: dict[str, int] = {}
+    handles = []
+
+    def make_hook(path):
+        def hook(_module, _inputs, _output):
+            k = counts.get(path, 0)
+            counts[path] = k + 1
+            order.append((path, k))
+        return hook
+
+    for path, module in model.named_modules():
+        if path and isinstance(module, layer_types) and not any(True for _ in module.children()):
+            handles.append(module.register_forward_hook(make_hook(path)))
+    was_training = model.training
+    model.eval()  # no BN statistics are updated by the trace
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return order
+
+
+class _HookState:
+    """What the hooks of one model share: its operators and the per-forward call counts.
+
+    Hooks are objects, not closures, so that ``copy.deepcopy(model)`` gives the copy hooks
+    bound to its own operators.
+    """
+
+    def __init__(self, ops: nn.ModuleList, site_of_call: dict[tuple[str, int], int]):
+        self.ops = ops
+        self.site_of_call = site_of_call
+        self.counts: dict[str, int] = {}
+
+
+class _InputHook:
+    def __init__(self, state: _HookState):
+        self.state = state
+
+    def __call__(self, _module, args):
+        self.state.counts.clear()  # a new forward pass: call numbering starts again
+        if not args:
+            return None
+        return (self.state.ops[0](args[0]),) + tuple(args[1:])
+
+
+class _SiteHook:
+    def __init__(self, state: _HookState, path: str):
+        self.state, self.path = state, path
+
+    def __call__(self, _module, _inputs, output):
+        counts = self.state.counts
+        k = counts.get(self.path, 0)
+        counts[self.path] = k + 1
+        site = self.state.site_of_call.get((self.path, k))
+        if site is None:  # a call the trace did not see (data-dependent control flow)
+            return None
+        return self.state.ops[site](output)
+
+
+def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,
+           input_shape: tuple[int, ...] | None = None, example_input: torch.Tensor | None = None,
+           repetition_config: Mapping[str, Any] | None = None,
+           layer_types: tuple[type[nn.Module], ...] = SITE_LAYER_TYPES) -> nn.Module:
+    """Add noise sites to ``model`` in place and return it.
+
+    Sites: 0 is the model input, then one per execution of a layer of ``layer_types``, in
+    forward order; names are ``'<index>:<module path>'`` with ``#k`` for the k-th extra call of
+    a module used more than once. Give ``input_shape`` (one sample, e.g. ``(3, 32, 32)``) or an
+    ``example_input`` batch for the tracing pass. With every site ``NoNoise`` the outputs are
+    bit-identical to the original model's.
+    """
+    if getattr(model, "noise_sites", None):
+        raise ValueError("this model already has noise sites; use noise.configure to change them")
+    if example_input is None:
+        if input_shape is None:
+            raise ValueError("inject needs input_shape (one sample's shape) or example_input")
+        example_input = torch.zeros((1, *input_shape))
+    try:
+        param = next(model.parameters())
+        example_input = example_input.to(param.device, param.dtype)
+    except StopIteration:
+        pass
+    calls = _trace_calls(model, example_input, layer_types)
+
+    ops = nn.ModuleList([NoiseOperator() for _ in range(len(calls) + 1)])
+    names = ["0:input"] + [f"{i}:{path}" + (f"#{k + 1}" if k else "")
+                           for i, (path, k) in enumerate(calls, start=1)]
+    state = _HookState(ops, {call: i for i, call in enumerate(calls, start=1)})
+    model.register_forward_pre_hook(_InputHook(state))
+    for path in dict.fromkeys(p for p, _ in calls):
+        model.get_submodule(path).register_forward_hook(_SiteHook(state, path))
+    model.noise_ops = ops
+    model.noise_sites = [NoiseSite(i, name, op) for i, (name, op) in enumerate(zip(names, ops))]
+    configure(model, noise_settings, repetition_config)
+    return model

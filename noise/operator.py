@@ -1,0 +1,124 @@
+"""The noise operator: an ``nn.Module`` that applies one noise config to its input.
+
+Noise is drawn on the input's device and dtype with ``torch.randn_like``; all parameters are
+Python floats, so applying noise never synchronises with the host.
+
+Repetition (multi-execution): at a site with repetition R the noise draw is repeated R times on
+the same input and the R results are averaged (the layer before it is not recomputed). For every
+formula that is affine in the noise (additive, multiplicative, combined multiply-then-add), the
+average of R i.i.d. Gaussian draws is itself Gaussian with σ/√R, so we draw once with σ/√R:
+the same distribution, exactly, at the cost of one draw. Combined add-then-multiply has a
+product of two noise terms; there we really draw R times and average.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import (GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig,
+                     NoNoise, parse_noise_config, validate_repetition)
+
+__all__ = ["NoiseOperator", "apply_noise"]
+
+
+def _gauss(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """mean + std·z with z ~ N(0, 1) shaped like ``x`` (a fresh tensor, no autograd history)."""
+    z = torch.randn_like(x)
+    if std != 1.0:
+        z.mul_(std)
+    if mean != 0.0:
+        z.add_(mean)
+    return z
+
+
+def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1) -> torch.Tensor:
+    """``x`` with the noise of ``config`` applied, averaged over ``repetition`` draws.
+
+    Pure function of its inputs (and the torch RNG); ignores the enable flags, which are the
+    operator's business.
+    """
+    if config.is_noiseless:
+        return x
+    scale = 1.0
+    if config.normalize_to_input_size:
+        scale /= max(1, x[0].numel()) if x.dim() > 0 else 1
+    if isinstance(config, (GaussAdd, GaussMul)):
+        std = config.GaussStd * scale / math.sqrt(repetition)
+        if isinstance(config, GaussAdd):
+            if std == 0.0:
+                return x + config.GaussMean
+            return x + _gauss(x, config.GaussMean, std)
+        if std == 0.0:
+            return x * config.GaussMean
+        return x * _gauss(x, config.GaussMean, std)
+    if isinstance(config, (GaussCombined, GaussCombined_direct)):
+        s_add, s_mul = config.std_pair()
+        s_add, s_mul = s_add * scale, s_mul * scale
+        mu_a, mu_m = config.GaussMeanAdd, config.GaussMeanMul
+        if config.FirstMulThenAdd or repetition == 1 or s_add == 0.0 or s_mul == 0.0:
+            # Affine in the noise (or a single draw): one draw with σ/√R is exact.
+            r = math.sqrt(repetition)
+            s_add, s_mul = s_add / r, s_mul / r
+            mul = _gauss(x, mu_m, s_mul) if s_mul else None
+            add = _gauss(x, mu_a, s_add) if s_add else None
+            if config.FirstMulThenAdd:
+                y = x * mul if mul is not None else x * mu_m
+                return y + add if add is not None else y + mu_a
+            y = x + add if add is not None else x + mu_a
+            return y * mul if mul is not None else y * mu_m
+        # add-then-mul with R > 1: mean_r (x + a_r)·m_r = x·mean(m_r) + mean(a_r·m_r).
+        acc_m = torch.zeros_like(x)
+        acc_am = torch.zeros_like(x)
+        for _ in range(repetition):
+            m = _gauss(x, mu_m, s_mul)
+            acc_m.add_(m)
+            acc_am.add_(_gauss(x, mu_a, s_add).mul_(m))
+        return x * acc_m.div_(repetition) + acc_am.div_(repetition)
+    if isinstance(config, NoNoise):
+        return x
+    raise TypeError(f"no formula for noise config {config!r}")
+
+
+class NoiseOperator(nn.Module):
+    """Applies a noise config to its input, according to train/eval mode.
+
+    The config and repetition can be swapped at any time (``op.config = ...``) without
+    rebuilding the model; the walking sweep relies on that.
+    """
+
+    def __init__(self, config: NoiseConfig | dict | None = None, repetition: int = 1):
+        super().__init__()
+        self.config = config
+        self.repetition = repetition
+
+    @property
+    def config(self) -> NoiseConfig:
+        return self._config
+
+    @config.setter
+    def config(self, value):
+        self._config = parse_noise_config(value)
+
+    @property
+    def repetition(self) -> int:
+        return self._repetition
+
+    @repetition.setter
+    def repetition(self, value):
+        self._repetition = validate_repetition(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._config.active(self.training):
+            return x
+        return apply_noise(x, self._config, self._repetition)
+
+    def extra_repr(self) -> str:
+        from .config import noise_config_to_dict
+        defaults = noise_config_to_dict(type(self._config)())
+        shown = [f"{k}={v}" for k, v in noise_config_to_dict(self._config).items()
+                 if k != "noise_type" and v != defaults[k]]
+        if self._repetition != 1:
+            shown.append(f"R={self._repetition}")
+        return f"{self._config.noise_type}({', '.join(shown)})"
