@@ -1,0 +1,61 @@
+"""Artifact root resolution order, atomic verified copies, path-escape rejection."""
+import json
+from pathlib import Path
+
+import pytest
+
+from util.artifacts import (ArtifactError, atomic_copy, load_torch, safe_path, save_torch,
+                            verify)
+from util.cluster import REPO_ROOT, artifact_root
+
+
+def test_artifact_root_resolution_order(tmp_path):
+    cmap = tmp_path / "clusters.json"
+    cmap.write_text(json.dumps({"alpha": str(tmp_path / "alpha_root")}))
+    env = {"WALKING_NOISE_ARTIFACT_ROOT": str(tmp_path / "env_root"),
+           "SLURM_CLUSTER_NAME": "alpha", "WALKING_NOISE_CLUSTER_MAP": str(cmap)}
+    assert artifact_root(tmp_path / "explicit", environ=env) == tmp_path / "explicit"
+    assert artifact_root(None, environ=env) == tmp_path / "env_root"
+    del env["WALKING_NOISE_ARTIFACT_ROOT"]
+    assert artifact_root(None, environ=env) == tmp_path / "alpha_root"
+    env["SLURM_CLUSTER_NAME"] = "unknown-cluster"  # not in the map: no KeyError, falls through
+    assert artifact_root(None, environ=env) == REPO_ROOT / "artifacts"
+    assert artifact_root(None, environ={}) == REPO_ROOT / "artifacts"
+
+
+def test_cluster_map_in_yaml_and_broken_map_falls_through(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text("beta: /scratch/wn\n")
+    assert artifact_root(None, environ={"SLURM_CLUSTER_NAME": "beta",
+                                        "WALKING_NOISE_CLUSTER_MAP": str(good)}) == Path("/scratch/wn")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("{ not: yaml: at all")
+    assert artifact_root(None, environ={"SLURM_CLUSTER_NAME": "beta",
+                                        "WALKING_NOISE_CLUSTER_MAP": str(bad)}) == REPO_ROOT / "artifacts"
+
+
+@pytest.mark.parametrize("name", ["../x.pt", "a/../../x.pt", "/etc/passwd", "", "~/x"])
+def test_artifact_names_cannot_escape_the_root(tmp_path, name):
+    with pytest.raises(ArtifactError):
+        safe_path(tmp_path, name)
+
+
+def test_atomic_copy_is_verified_and_leaves_no_temp_files(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 100_000)
+    dst = atomic_copy(src, tmp_path / "root", "sub/ckpt.bin")
+    assert dst.read_bytes() == src.read_bytes() and verify(dst)
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["ckpt.bin", "ckpt.bin.sha256"]
+    dst.write_bytes(b"y" * 100_000)  # corruption is detected
+    assert not verify(dst)
+
+
+def test_torch_checkpoint_roundtrip_and_corruption(tmp_path):
+    import torch
+    path = save_torch({"w": torch.arange(5)}, tmp_path, "c/last.pt")
+    assert torch.equal(load_torch(path)["w"], torch.arange(5))
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_torch(path)

@@ -1,0 +1,106 @@
+"""walking-noise experiment (sacred/seml): validate, train or reuse, evaluate, store.
+
+    python train.py                                   # the embedded default, local run store
+    python train.py with general.num_epochs=1 'noise_settings.layer_wise={...}'
+    python train.py print_config
+    python train.py -F my_runs with ...               # another local run store
+    python train.py -m HOST:PORT:DB with ...           # sacred's MongoDB observer
+
+Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
+runs go to the local run store ``runs/`` (sacred's FileStorageObserver). The work lives in
+``util/experiment.py``; this file is the sacred wiring.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import warnings
+
+# sacred imports pkg_resources, which warns on every start; nothing for a user to act on
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from sacred.observers import FileStorageObserver
+from sacred.utils import SacredError
+from seml import Experiment
+
+from util.config import DEFAULT_CONFIG, ConfigError, to_plain, validate_config
+from util.run_store import DEFAULT_RUN_STORE
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+log = logging.getLogger("walking-noise")
+
+ex = Experiment(name="walking-noise", base_dir=ROOT)
+ex.add_config(copy.deepcopy(DEFAULT_CONFIG))
+
+
+def _clean_config(config) -> dict:
+    return to_plain({k: v for k, v in dict(config).items()})
+
+
+@ex.config_hook
+def validate(config, command_name, logger):
+    """Reject a bad config before any observer starts: nothing is written for it."""
+    if command_name == "print_config":
+        return {}
+    try:
+        validate_config(_clean_config(config))
+    except ConfigError as err:
+        raise SacredError(f"invalid config: {err}", print_traceback=False) from None
+    return {}
+
+
+def _run_store(run) -> str | None:
+    for obs in run.observers:
+        if isinstance(obs, FileStorageObserver):
+            return str(obs.basedir)
+    return None
+
+
+def _summary(result: dict, run) -> None:
+    final = result["final"]
+    parts = [f"validation accuracy {final['validation_accuracy']:.2f}%"]
+    if "test_accuracy" in final:
+        parts.append(f"test accuracy {final['test_accuracy']:.2f}%")
+    how = "trained" if result["trained"] else f"reused ({result['checkpoint_source']})"
+    log.info("done: %s; model %s; checkpoint %s", ", ".join(parts), how,
+             result["checkpoint_used"])
+    for obs in run.observers:
+        where = getattr(obs, "dir", None)
+        if where:
+            log.info("run stored in %s", where)
+
+
+@ex.main
+def main(_config, _run, db_collection=None):
+    from util.experiment import run_experiment
+
+    config = _clean_config(_config)
+    result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
+                            db_collection=db_collection, log_metric=_run.log_scalar,
+                            progress=True)
+    _summary(result, _run)
+    return result
+
+
+_OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-u", "--unobserved",
+                   "-s", "--sql", "-t", "--tiny_db", "-S", "--s3")
+
+
+def _wants_default_store(argv: list[str]) -> bool:
+    """True unless the command line chose an observer (or seml passes db_collection)."""
+    for arg in argv[1:]:
+        if arg.startswith("db_collection=") or any(
+                arg == f or arg.startswith(f + "=") or (f.startswith("-") and len(f) == 2
+                                                          and arg.startswith(f) and len(arg) > 2)
+                for f in _OBSERVER_FLAGS):
+            return False
+    return True
+
+
+if __name__ == "__main__":
+    if _wants_default_store(sys.argv) and (len(sys.argv) < 2 or sys.argv[1] not in (
+            "print_config", "print_dependencies", "save_config", "help")):
+        ex.observers.append(FileStorageObserver(str(DEFAULT_RUN_STORE)))
+    ex.run_commandline()

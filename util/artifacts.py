@@ -1,0 +1,126 @@
+"""Artifacts under the artifact root: atomic, checksummed, and unable to escape the root.
+
+Every file is written to a temporary name in its final folder, fsynced and renamed, so a reader
+(or a job killed mid-write) never sees half a file. A ``<file>.sha256`` sidecar holds its
+checksum; :func:`verify` checks it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = ["safe_path", "atomic_write_bytes", "atomic_copy", "save_torch", "load_torch",
+           "verify", "sha256_file", "ArtifactError"]
+
+
+class ArtifactError(ValueError):
+    """A bad artifact name, or a file whose checksum does not match."""
+
+
+def safe_path(root: str | os.PathLike, name: str) -> Path:
+    """``root/name``; rejects absolute names and any ``..`` that would leave the root."""
+    if not name or os.path.isabs(name) or name.startswith("~"):
+        raise ArtifactError(f"artifact name {name!r} must be a relative path inside the root")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if any(p == ".." for p in parts):
+        raise ArtifactError(f"artifact name {name!r} may not contain '..'")
+    root = Path(root).resolve()
+    path = (root / Path(*parts)).resolve()
+    if root != path and root not in path.parents:
+        raise ArtifactError(f"artifact name {name!r} escapes the artifact root {root}")
+    return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, with its ``.sha256`` sidecar."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    for target, payload in ((path, data), (Path(f"{path}.sha256"), digest.encode())):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_copy(src: str | os.PathLike, root: str | os.PathLike, name: str) -> Path:
+    """Copy ``src`` to ``root/name`` atomically and verify the copy's checksum."""
+    dst = safe_path(root, name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256_file(src)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if sha256_file(tmp) != expected:
+            raise ArtifactError(f"copy of {src} to {dst} does not match its checksum")
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    Path(f"{dst}.sha256").write_text(expected)
+    _fsync_dir(dst.parent)
+    return dst
+
+
+def verify(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and matches its ``.sha256`` sidecar."""
+    path = Path(path)
+    side = Path(f"{path}.sha256")
+    if not path.is_file() or not side.is_file():
+        return False
+    return sha256_file(path) == side.read_text().strip()
+
+
+def save_torch(obj: Any, root: str | os.PathLike, name: str) -> Path:
+    """``torch.save`` to ``root/name`` atomically, with a checksum."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(safe_path(root, name), buf.getvalue())
+
+
+def load_torch(path: str | os.PathLike, map_location="cpu") -> Any:
+    """Load a checkpoint written by :func:`save_torch`, refusing one that fails its checksum."""
+    import torch
+    if not verify(path):
+        raise ArtifactError(f"checkpoint {path} is missing or fails its checksum")
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,264 @@
+"""The experiment config: embedded defaults, validation, and the hashes that find checkpoints.
+
+The schema is the paper's (see the README). :func:`validate_config` is the one check that
+train.py's config hook, the offline YAML validator and the local runner all use: it raises
+:class:`ConfigError` naming the key and the allowed values, before anything runs or is written.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import numbers
+from typing import Any, Mapping
+
+from noise.config import noise_config_to_dict
+from noise.placement import resolve_repetitions, resolve_site_configs
+
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "validate_config", "config_hash", "training_hash",
+           "strip_bookkeeping", "to_plain", "ValidatedConfig", "BOOKKEEPING_KEYS"]
+
+#: Keys sacred and seml add to every config; they never change what a run computes.
+BOOKKEEPING_KEYS = ("seed", "db_collection", "overwrite", "seml", "slurm", "__doc__")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "general": {
+        "num_epochs": 5,
+        "repeat_number": 0,
+        "weight_clamping": {"min": None, "max": None},
+        "experiment_name": "default",
+        "seed": None,
+    },
+    "optimizer": {"optimizer_type": "Adam", "lr_scheduler": "CosineAnnealingLR", "lr": 1e-3},
+    "data": {"dataset": "FashionMNIST", "batch_size": 128, "root": None, "val_split": None,
+             "download": True},
+    "model": {
+        "model_class": "LeNet",
+        "criterion": "CrossEntropyLoss",
+        "weight_criterion": False,
+        "LeNet": {"conf_name": "LeNet5-BN",
+                  "repetition_config": {"global": 1, "layer_wise_mapped": None}},
+    },
+    "noise_settings": {
+        "default": {"noise_type": "NoNoise", "enable_in_training": True, "enable_in_eval": True},
+        "layer_wise": None,
+        "layer_mapped": None,
+    },
+    "artifact_root": None,
+    "device": "auto",
+}
+
+SECTION_KEYS = {
+    "general": ("num_epochs", "repeat_number", "weight_clamping", "experiment_name", "seed"),
+    "optimizer": ("optimizer_type", "lr_scheduler", "lr"),
+    "data": ("dataset", "batch_size", "root", "val_split", "download"),
+}
+MODEL_KEYS = ("model_class", "criterion", "weight_criterion")
+OPTIMIZERS = ("Adam",)
+LR_SCHEDULERS = ("CosineAnnealingLR", "None")
+CRITERIA = ("CrossEntropyLoss",)
+TOP_LEVEL_KEYS = tuple(DEFAULT_CONFIG) + ("walk",) + BOOKKEEPING_KEYS
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key and the allowed values."""
+
+
+def to_plain(value: Any) -> Any:
+    """Plain Python types all the way down (numpy scalars from seml grids, sacred containers)."""
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, (int, str)) else k: to_plain(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "item"):  # 0-d numpy / torch
+        return to_plain(value.item())
+    return value
+
+
+def strip_bookkeeping(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}
+
+
+def _hash(obj: Any) -> str:
+    text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Hash of the whole config without sacred/seml bookkeeping keys."""
+    return _hash(strip_bookkeeping(config))
+
+
+def _require_number(key, value, *, positive=False, integer=False, minimum=None):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value) == int(value)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _check_keys(section: str, given: Mapping, allowed) -> None:
+    for key in given:
+        if key not in allowed:
+            raise ConfigError(f"{section}: unknown key {key!r}; allowed: {list(allowed)}")
+
+
+class ValidatedConfig:
+    """A config that passed :func:`validate_config`, with the parsed parts at hand."""
+
+    def __init__(self, config, model_class, conf_name, site_names, site_configs, repetitions):
+        self.config = config
+        self.model_class = model_class
+        self.conf_name = conf_name
+        self.site_names = site_names
+        self.site_configs = site_configs
+        self.repetitions = repetitions
+
+    @property
+    def noisy_training(self) -> bool:
+        return any(c.active(training=True) for c in self.site_configs)
+
+    @property
+    def seed(self) -> int:
+        g = self.config["general"]
+        return int(g["seed"]) if g.get("seed") is not None else int(g["repeat_number"])
+
+    @property
+    def weight_clamping(self) -> tuple[float, float] | None:
+        wc = self.config["general"].get("weight_clamping") or {}
+        if wc.get("min") is None and wc.get("max") is None:
+            return None
+        return wc.get("min"), wc.get("max")
+
+
+def validate_config(config: Mapping[str, Any]) -> ValidatedConfig:
+    """Check a full experiment config; raise :class:`ConfigError` on the first problem."""
+    from data import dataset_names, resolve_name  # lazily: torchvision import cost
+    from models import model_site_names, parse_model_config
+
+    config = to_plain(dict(config))
+    _check_keys("config", config, TOP_LEVEL_KEYS)
+    for section, allowed in SECTION_KEYS.items():
+        value = config.get(section)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{section} must be a dict with keys {list(allowed)}, got {value!r}")
+        _check_keys(section, value, allowed)
+    g, opt, data = config["general"], config["optimizer"], config["data"]
+
+    _require_number("general.num_epochs", g.get("num_epochs"), positive=True, integer=True)
+    _require_number("general.repeat_number", g.get("repeat_number", 0), integer=True, minimum=0)
+    if g.get("seed") is not None:
+        _require_number("general.seed", g["seed"], integer=True, minimum=0)
+    wc = g.get("weight_clamping")
+    if wc is not None:
+        if not isinstance(wc, Mapping):
+            raise ConfigError(f"general.weight_clamping must be {{min, max}} or null, got {wc!r}")
+        _check_keys("general.weight_clamping", wc, ("min", "max"))
+        lo, hi = wc.get("min"), wc.get("max")
+        for name, v in (("min", lo), ("max", hi)):
+            if v is not None:
+                _require_number(f"general.weight_clamping.{name}", v)
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"general.weight_clamping.min ({lo}) must be <= "
+                              f"general.weight_clamping.max ({hi})")
+
+    if opt.get("optimizer_type") not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.optimizer_type {opt.get('optimizer_type')!r} is not "
+                          f"supported; allowed: {list(OPTIMIZERS)}")
+    if str(opt.get("lr_scheduler")) not in LR_SCHEDULERS:
+        raise ConfigError(f"optimizer.lr_scheduler {opt.get('lr_scheduler')!r} is not "
+                          f"supported; allowed: {list(LR_SCHEDULERS)}")
+    _require_number("optimizer.lr", opt.get("lr"), positive=True)
+
+    dataset = data.get("dataset")
+    try:
+        resolve_name(dataset)
+    except ValueError:
+        raise ConfigError(f"data.dataset {dataset!r} is unknown; allowed: {dataset_names()}") \
+            from None
+    _require_number("data.batch_size", data.get("batch_size"), positive=True, integer=True)
+    vs = data.get("val_split")
+    if vs is not None:
+        v = _require_number("data.val_split", vs)
+        if not 0 < v < 1:
+            raise ConfigError(f"data.val_split must be in (0, 1) or null, got {vs!r}")
+
+    model = config.get("model")
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"model must be a dict with 'model_class', got {model!r}")
+    try:
+        model_class, conf_name, repetition_config = parse_model_config(model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    from models import MODEL_FAMILIES
+    _check_keys("model", model, MODEL_KEYS + tuple(MODEL_FAMILIES))
+    if model.get("criterion", "CrossEntropyLoss") not in CRITERIA:
+        raise ConfigError(f"model.criterion {model.get('criterion')!r} is not supported; "
+                          f"allowed: {list(CRITERIA)}")
+    site_names = model_site_names(model)
+    n = len(site_names)
+    try:
+        site_configs = resolve_site_configs(config.get("noise_settings"), n)
+        repetitions = resolve_repetitions(repetition_config,  n)
+    except ValueError as err:
+        raise ConfigError(f"{err} (model {model_class}/{conf_name})") from None
+    device = config.get("device", "auto")
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
+                                           or device.startswith("cuda:")):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return ValidatedConfig(config, model_class, conf_name, site_names, site_configs, repetitions)
+
+
+def training_hash(vc: ValidatedConfig) -> str:
+    """Identifies a trained model: everything that shapes training, nothing else.
+
+    Two configs with the same hash train the same model: data, model conf, optimizer, epochs,
+    repeat number/seed and clamping, and the noise *as active in training* (per site, with its
+    repetition). Evaluation-only noise, the experiment name and seml's bookkeeping are left out,
+    so every eval-only config finds the one noise-free model trained for it.
+    """
+    cfg = vc.config
+    g = {k: v for k, v in cfg["general"].items() if k != "experiment_name"}
+    data = {k: cfg["data"].get(k) for k in ("dataset", "batch_size", "val_split")}
+    model = {"model_class": vc.model_class, "conf_name": vc.conf_name,
+             "criterion": cfg["model"].get("criterion", "CrossEntropyLoss"),
+             "weight_criterion": bool(cfg["model"].get("weight_criterion", False))}
+    training_noise = None
+    if vc.noisy_training:
+        training_noise = []
+        for c, r in zip(vc.site_configs, vc.repetitions):
+            if c.active(training=True):
+                d = noise_config_to_dict(c)
+                d.pop("enable_in_eval")
+                training_noise.append([d, r])
+            else:
+                training_noise.append(None)
+    return _hash({"general": g, "optimizer": cfg["optimizer"], "data": data, "model": model,
+                  "training_noise": training_noise})
+
+
+def merged_with_defaults(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """DEFAULT_CONFIG recursively updated with ``updates`` (for runs outside sacred)."""
+    out = copy.deepcopy(DEFAULT_CONFIG)
+
+    def merge(dst, src):
+        for k, v in src.items():
+            if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = copy.deepcopy(v)
+    merge(out, to_plain(dict(updates)))
+    return out

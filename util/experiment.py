@@ -1,0 +1,255 @@
+"""What one experiment does, independent of sacred: validate, load data, build, reuse or train
+(resuming from the last epoch checkpoint), evaluate, and return the result dict.
+
+train.py wires this into sacred/seml; the walk command and the tests call it too.
+
+Checkpoints live under ``<artifact root>/checkpoints/<training hash>/``: ``last.pt`` after every
+epoch (resume), ``final.pt`` when training is complete (reuse). The training hash
+(:func:`util.config.training_hash`) leaves out evaluation-only noise, so every eval-only config
+finds the noise-free model trained for it. Lookup order for a trained model: the MongoDB
+collection (when running under seml), the local run store, then the artifact root itself.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from models import build_model
+
+from .artifacts import load_torch, save_torch, verify
+from .cluster import artifact_root, data_root
+from .config import ValidatedConfig, config_hash, training_hash, validate_config
+from .run_store import iter_runs
+from .training import (best_device, clamp_weights, evaluate, seed_torch,  # noqa: F401
+                       train_epoch)
+
+log = logging.getLogger(__name__)
+
+MetricLogger = Callable[[str, float, int], None]
+HISTORY_KEYS = ("training.loss", "training.accuracy", "validation.loss", "validation.accuracy",
+                "test.loss", "test.accuracy")
+
+
+@dataclass
+class Prepared:
+    """Everything built for a config: validated config, dataset, model on its device."""
+
+    vc: ValidatedConfig
+    dataset: Any
+    model: nn.Module
+    device: torch.device
+    criterion: nn.Module
+    training_hash: str
+    checkpoint_dir: Path
+
+
+@dataclass
+class TrainOutcome:
+    history: dict[str, list[float]]
+    trained: bool
+    checkpoint: str
+    source: str  # 'trained' | 'database' | 'run_store' | 'artifact_root'
+    resumed_from_epoch: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> Prepared:
+    from data import get_dataset
+
+    vc = vc or validate_config(config)
+    cfg = vc.config
+    device = best_device(cfg.get("device", "auto"))
+    d = cfg["data"]
+    dataset = get_dataset(d["dataset"], data_root(d.get("root")), batch_size=d["batch_size"],
+                          download=d.get("download", True), val_split=d.get("val_split"))
+    dataset.prepare()
+    seed_torch(vc.seed, "init")
+    model = build_model(cfg["model"], cfg.get("noise_settings"), dataset.dims,
+                        dataset.num_classes).to(device)
+    weight = None
+    if cfg["model"].get("weight_criterion") and getattr(dataset, "class_weights", None) is not None:
+        weight = torch.as_tensor(dataset.class_weights, dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    h = training_hash(vc)
+    ckpt_dir = artifact_root(cfg.get("artifact_root")) / "checkpoints" / h
+    return Prepared(vc, dataset, model, device, criterion, h, ckpt_dir)
+
+
+def _find_in_database(h: str, db_collection: str) -> str | None:
+    try:
+        from seml.database import get_collection
+        collection = get_collection(db_collection)
+        doc = collection.find_one({"status": "COMPLETED", "result.training_hash": h,
+                                   "result.artifacts.checkpoint": {"$exists": True}},
+                                  {"result.artifacts.checkpoint": 1},
+                                  sort=[("_id", 1)])
+    except Exception as err:  # the database being away must not stop a run that can train
+        log.warning("could not query MongoDB collection %r for a trained model: %s",
+                    db_collection, err)
+        return None
+    if doc:
+        path = ((doc.get("result") or {}).get("artifacts") or {}).get("checkpoint")
+        if path and verify(path):
+            return path
+    return None
+
+
+def _find_in_run_store(h: str, run_store: str | Path) -> str | None:
+    for run in iter_runs(run_store, status="COMPLETED"):
+        result = run.result if isinstance(run.result, dict) else {}
+        if result.get("training_hash") == h:
+            path = (result.get("artifacts") or {}).get("checkpoint")
+            if path and verify(path):
+                return path
+    return None
+
+
+def find_trained_checkpoint(p: Prepared, *, run_store=None, db_collection=None
+                            ) -> tuple[str, str] | None:
+    """(path, source) of a complete, verified checkpoint for this training hash, or None."""
+    if db_collection:
+        path = _find_in_database(p.training_hash, db_collection)
+        if path:
+            return path, "database"
+    if run_store:
+        path = _find_in_run_store(p.training_hash, run_store)
+        if path:
+            return path, "run_store"
+    final = p.checkpoint_dir / "final.pt"
+    if verify(final):
+        return str(final), "artifact_root"
+    return None
+
+
+def _empty_history() -> dict[str, list[float]]:
+    return {k: [] for k in HISTORY_KEYS}
+
+
+def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
+          ) -> TrainOutcome:
+    """Train (resuming from ``last.pt`` if present); write ``last.pt`` each epoch, ``final.pt``."""
+    cfg = p.vc.config
+    epochs = int(cfg["general"]["num_epochs"])
+    optimizer = torch.optim.Adam(p.model.parameters(), lr=float(cfg["optimizer"]["lr"]))
+    scheduler = None
+    if str(cfg["optimizer"].get("lr_scheduler")) == "CosineAnnealingLR":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    history, start = _empty_history(), 0
+    last = p.checkpoint_dir / "last.pt"
+    if verify(last):
+        state = load_torch(last, map_location=p.device)
+        if state.get("training_hash") == p.training_hash and state["epoch"] <= epochs:
+            p.model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            if scheduler is not None and state.get("scheduler_state"):
+                scheduler.load_state_dict(state["scheduler_state"])
+            history, start = state["history"], int(state["epoch"])
+            log.info("resuming from %s after epoch %d of %d", last, start, epochs)
+    clamp = p.vc.weight_clamping
+    if clamp is not None and start == 0:
+        clamp_weights(p.model, *clamp)
+    test_loader = p.dataset.test_loader(p.device)
+    epoch_seconds = []
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        seed_torch(p.vc.seed, "train", epoch)
+        loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.seed)
+        tr_loss, tr_acc = train_epoch(p.model, loader, optimizer, p.criterion, clamp=clamp,
+                                      progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
+        if scheduler is not None:
+            scheduler.step()
+        seed_torch(p.vc.seed, "eval", epoch)
+        va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
+        values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
+                  "validation.loss": va_loss, "validation.accuracy": va_acc}
+        if test_loader is not None:
+            te_loss, te_acc = evaluate(p.model, test_loader, p.criterion)
+            values.update({"test.loss": te_loss, "test.accuracy": te_acc})
+        for k, v in values.items():
+            history[k].append(v)
+            if log_metric is not None:
+                log_metric(k, v, epoch)
+        epoch_seconds.append(time.perf_counter() - t0)
+        log.info("epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% (%.1fs)",
+                 epoch + 1, epochs, tr_loss, tr_acc, va_loss, va_acc, epoch_seconds[-1])
+        save_torch({"epoch": epoch + 1, "training_hash": p.training_hash,
+                    "model_state": p.model.state_dict(),
+                    "optimizer_state": optimizer.state_dict(),
+                    "scheduler_state": scheduler.state_dict() if scheduler else None,
+                    "history": history, "config": p.vc.config},
+                   p.checkpoint_dir.parent, f"{p.training_hash}/last.pt")
+    state = load_torch(last, map_location="cpu")
+    final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
+    return TrainOutcome(history, True, str(final), "trained", start, epoch_seconds)
+
+
+def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
+                         log_metric: MetricLogger | None = None, progress: bool = True
+                         ) -> TrainOutcome:
+    """Load the equivalent trained model if one exists; otherwise train it."""
+    found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
+    if found is None:
+        return train(p, log_metric=log_metric, progress=progress)
+    path, source = found
+    state = load_torch(path, map_location=p.device)
+    p.model.load_state_dict(state["model_state"])
+    log.info("reusing the trained model %s (found via %s); evaluating only", path, source)
+    return TrainOutcome(state["history"], False, path, source, int(state["epoch"]))
+
+
+def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=None,
+                   log_metric: MetricLogger | None = None, progress: bool = True,
+                   vc: ValidatedConfig | None = None) -> dict[str, Any]:
+    """Run one experiment end to end and return the result dict (see README: Results)."""
+    t0 = time.perf_counter()
+    p = prepare(config, vc=vc)
+    outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
+                                   log_metric=log_metric, progress=progress)
+    history = {k: list(v) for k, v in outcome.history.items()}
+    if not outcome.trained:
+        # the model was trained elsewhere: evaluate it under this config's evaluation noise
+        seed_torch(p.vc.seed, "eval-only")
+        history["validation.loss"], history["validation.accuracy"] = \
+            map(lambda v: [v], evaluate(p.model, p.dataset.val_loader(p.device), p.criterion))
+        test_loader = p.dataset.test_loader(p.device)
+        if test_loader is not None:
+            history["test.loss"], history["test.accuracy"] = \
+                map(lambda v: [v], evaluate(p.model, test_loader, p.criterion))
+        if log_metric is not None:
+            for k in HISTORY_KEYS[2:]:
+                if history.get(k):
+                    log_metric(k, history[k][-1], 0)
+    return build_result(p, outcome, history, time.perf_counter() - t0)
+
+
+def build_result(p: Prepared, outcome: TrainOutcome, history: dict[str, list[float]],
+                 seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, values in history.items():
+        if values:
+            section, metric = key.split(".")
+            result.setdefault(section, {})[metric] = [float(v) for v in values]
+    result["final"] = {f"{s}_{m}": result[s][m][-1] for s in ("validation", "test")
+                       for m in ("accuracy", "loss") if s in result}
+    result.update({
+        "artifacts": {"checkpoint": outcome.checkpoint},
+        "checkpoint_used": outcome.checkpoint,
+        "checkpoint_source": outcome.source,
+        "trained": outcome.trained,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "epochs_run": len(outcome.epoch_seconds),
+        "epoch_seconds": [round(s, 3) for s in outcome.epoch_seconds],
+        "seconds": round(seconds, 3),
+        "training_hash": p.training_hash,
+        "config_hash": config_hash(p.vc.config),
+        "sites": list(p.vc.site_names),
+        "num_classes": int(p.dataset.num_classes),
+        "device": str(p.device),
+    })
+    return result

@@ -1,0 +1,113 @@
+"""Training and evaluation loops, device choice, seeding, weight clamping.
+
+Seeding is per epoch: every epoch reseeds torch's global RNG (noise draws) from the run's seed
+and the epoch number, and the data loaders draw shuffling and augmentation from their own
+generator seeded the same way. An epoch therefore computes the same thing whether the run got
+there uninterrupted or resumed from a checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["best_device", "derive_seed", "seed_torch", "clamp_weights", "train_epoch", "evaluate"]
+
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def best_device(requested: str = "auto") -> torch.device:
+    """``cuda`` (the GPU with the most free memory) when available, else ``cpu``."""
+    if requested not in ("auto", None):
+        return torch.device(requested)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    best, best_free = 0, -1
+    for i in range(torch.cuda.device_count()):
+        try:
+            free, _ = torch.cuda.mem_get_info(i)
+        except RuntimeError:
+            continue
+        if free > best_free:
+            best, best_free = i, free
+    return torch.device(f"cuda:{best}")
+
+
+def derive_seed(*parts) -> int:
+    """A 31-bit seed from any parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def seed_torch(*parts) -> None:
+    seed = derive_seed(*parts)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@torch.no_grad()
+def clamp_weights(model: nn.Module, lo: float | None, hi: float | None) -> None:
+    """Clamp every parameter outside batch-norm layers to [lo, hi] (None: unbounded side)."""
+    for module in model.modules():
+        if isinstance(module, _BN_TYPES):
+            continue
+        for p in module.parameters(recurse=False):
+            p.clamp_(min=lo, max=hi)
+
+
+def _progress(iterable, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+
+
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                criterion: nn.Module, *, clamp: tuple | None = None, progress: bool = False,
+                desc: str = "train", step_hook: Callable[[], None] | None = None
+                ) -> tuple[float, float]:
+    """One epoch of training; returns (mean loss, accuracy in percent)."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    n = 0
+    for x, y in _progress(loader, desc, progress):
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = criterion(out, y)
+        loss.backward()
+        optimizer.step()
+        if clamp is not None:
+            clamp_weights(model, *clamp)
+        if step_hook is not None:
+            step_hook()
+        loss_sum = loss_sum.to(loss.device) + loss.detach().double() * y.shape[0]
+        correct = correct.to(y.device) + (out.detach().argmax(1) == y).sum()
+        n += y.shape[0]
+    if n == 0:
+        raise RuntimeError("the training loader yielded no batches")
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, *,
+             progress: bool = False, desc: str = "eval") -> tuple[float, float]:
+    """(mean loss, accuracy in percent) over a loader, in eval mode (eval-mode noise applies)."""
+    model.eval()
+    loss_sum = None
+    correct = None
+    n = 0
+    for x, y in _progress(loader, desc, progress):
+        out = model(x)
+        batch_loss = criterion(out, y).double() * y.shape[0]
+        batch_correct = (out.argmax(1) == y).sum()
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
+        n += y.shape[0]
+    if n == 0:
+        raise RuntimeError("the evaluation loader yielded no batches")
+    return loss_sum.item() / n, 100.0 * correct.item() / n
