@@ -45,10 +45,27 @@ def validate(config, command_name, logger):
     if command_name == "print_config":
         return {}
     try:
-        validate_config(_clean_config(config))
+        validate_config(_clean_config(config), walk=True if command_name == "walk" else None)
     except ConfigError as err:
         raise SacredError(f"invalid config: {err}", print_traceback=False) from None
     return {}
+
+
+class _ShortResult(logging.Filter):
+    """sacred logs the whole result dict at the end of a run; a walk's has thousands of
+    evaluations. Keep that line short: the result itself is stored in full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Result: ") \
+                and len(record.msg) > 300:
+            record.msg, record.args = "Result: stored (%d characters)", (len(record.msg),)
+        return True
+
+
+def _quiet_result_logging() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ShortResult) for f in handler.filters):
+            handler.addFilter(_ShortResult())
 
 
 def _run_store(run) -> str | None:
@@ -74,13 +91,37 @@ def _summary(result: dict, run) -> None:
 
 @ex.main
 def main(_config, _run, db_collection=None):
+    """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead."""
+    _quiet_result_logging()
+    config = _clean_config(_config)
+    if config["walk"].get("enabled"):
+        return walk(_config, _run, db_collection)
     from util.experiment import run_experiment
 
-    config = _clean_config(_config)
     result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
                             db_collection=db_collection, log_metric=_run.log_scalar,
                             progress=True)
     _summary(result, _run)
+    return result
+
+
+@ex.command
+def walk(_config, _run, db_collection=None):
+    """Walking sweep in one process: every site x sigma x repeat of the ``walk`` settings on the
+    trained model of this config (reused, or trained first)."""
+    from util.walk import run_walk
+
+    _quiet_result_logging()
+    result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
+                      db_collection=db_collection, log_metric=_run.log_scalar, progress=True)
+    _summary(result, _run)
+    from util.walk import format_sigma_mid_table
+    print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
+          f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
+          f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
+    for key in ("evaluations", "walk_plot_png"):
+        if key in result["artifacts"]:
+            log.info("%s: %s", key, result["artifacts"][key])
     return result
 
 

@@ -46,6 +46,21 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "artifact_root": None,
     "device": "auto",
+    "walk": {
+        "enabled": False,        # under seml: run the walking sweep instead of a plain run
+        "noise_type": "GaussAdd",
+        "sigmas": None,          # None: 4 per decade over [1e-2, 1e3]
+        "sigma_key": None,       # None: GaussStd, or StdAmplitude for GaussCombined
+        "params": {},            # the noise type's other parameters (e.g. StdRatio)
+        "repeats": 1,
+        "sites": None,           # None: every site
+        "search": "grid",        # 'grid', or 'midpoint' (bracketing and bisection in log σ)
+        "sigma_range": [1e-2, 1e10],  # the bracket of the midpoint search
+        "max_evals": 12,         # σ values per site in the midpoint search
+        "tolerance_decades": 0.02,
+        "eval_split": "validation",
+        "chunk_size": 256,       # samples per forward (small chunks stay in the CPU cache)
+    },
 }
 
 SECTION_KEYS = {
@@ -57,7 +72,7 @@ MODEL_KEYS = ("model_class", "criterion", "weight_criterion")
 OPTIMIZERS = ("Adam",)
 LR_SCHEDULERS = ("CosineAnnealingLR", "None")
 CRITERIA = ("CrossEntropyLoss",)
-TOP_LEVEL_KEYS = tuple(DEFAULT_CONFIG) + ("walk",) + BOOKKEEPING_KEYS
+TOP_LEVEL_KEYS = tuple(DEFAULT_CONFIG) + BOOKKEEPING_KEYS
 
 
 class ConfigError(ValueError):
@@ -126,6 +141,7 @@ class ValidatedConfig:
         self.site_names = site_names
         self.site_configs = site_configs
         self.repetitions = repetitions
+        self.walk = None  # WalkSettings, when the config is validated for a walk
 
     @property
     def noisy_training(self) -> bool:
@@ -144,8 +160,12 @@ class ValidatedConfig:
         return wc.get("min"), wc.get("max")
 
 
-def validate_config(config: Mapping[str, Any]) -> ValidatedConfig:
-    """Check a full experiment config; raise :class:`ConfigError` on the first problem."""
+def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> ValidatedConfig:
+    """Check a full experiment config; raise :class:`ConfigError` on the first problem.
+
+    The ``walk`` section is checked when ``walk`` is true, or when None and
+    ``walk.enabled`` is set in the config.
+    """
     from data import dataset_names, resolve_name  # lazily: torchvision import cost
     from models import model_site_names, parse_model_config
 
@@ -219,7 +239,13 @@ def validate_config(config: Mapping[str, Any]) -> ValidatedConfig:
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
                                            or device.startswith("cuda:")):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return ValidatedConfig(config, model_class, conf_name, site_names, site_configs, repetitions)
+    vc = ValidatedConfig(config, model_class, conf_name, site_names, site_configs, repetitions)
+    if walk is None:
+        walk = bool((config.get("walk") or {}).get("enabled"))
+    if walk:
+        from .walk import parse_walk
+        vc.walk = parse_walk(config.get("walk"), n)
+    return vc
 
 
 def training_hash(vc: ValidatedConfig) -> str:

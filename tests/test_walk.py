@@ -1,0 +1,108 @@
+"""The walking sweep: one process, prefix reuse, σ_mid per site, adaptive midpoint search."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from learnable_fixtures import write_learnable_mnist
+from noise import GaussAdd
+from util.config import ConfigError, merged_with_defaults, validate_config
+from util.training import seed_torch
+from util.walk import SiteEvaluator, _gather, run_walk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learnable")
+    write_learnable_mnist(root / "MNIST" / "raw", n_train=2000, n_test=500)
+    return root
+
+
+def walk_config(data_root, art, conf="RL_TFC", **walk):
+    return merged_with_defaults({
+        "data": {"dataset": "MNIST", "root": str(data_root), "download": False,
+                 "batch_size": 64},
+        "model": {"model_class": "MLP", "MLP": {"conf_name": conf}},
+        "general": {"num_epochs": 2}, "artifact_root": str(art), "device": "cpu",
+        "walk": walk})
+
+
+def test_grid_walk_evaluates_every_site_sigma_repeat_and_finds_midpoints(learnable, tmp_path):
+    sigmas = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+    res = run_walk(walk_config(learnable, tmp_path, sigmas=sigmas, repeats=2), progress=False)
+    n_sites = len(res["sites"])
+    assert n_sites == 11
+    assert len(res["evaluations"]) == n_sites * len(sigmas) * 2
+    assert res["clean_accuracy"] > 90.0  # the toy task is learnable
+    assert set(res["sigma_mid"]) == set(res["sites"])
+    for name, entry in res["sigma_mid"].items():
+        assert entry["n_evals"] == len(sigmas)
+        if entry["kind"] == "crossing":
+            assert sigmas[0] < entry["sigma_mid"] < sigmas[-1]
+    # huge noise destroys the model at every site: each curve crosses the midpoint
+    assert all(e["kind"] == "crossing" for e in res["sigma_mid"].values())
+    first = res["evaluations"][0]
+    assert first["noise"]["noise_type"] == "GaussAdd" and first["noise"]["enable_in_eval"]
+    assert Path(res["artifacts"]["evaluations"]).is_file()
+    assert Path(res["artifacts"]["walk_plot_png"]).stat().st_size > 1000
+    # the walk reused nothing here, so it trained; a second walk reuses that model
+    again = run_walk(walk_config(learnable, tmp_path, sigmas=[1.0]), progress=False)
+    assert again["trained"] is False and again["checkpoint_used"] == res["checkpoint_used"]
+
+
+def test_prefix_reuse_gives_the_same_accuracy_as_a_full_forward(learnable, tmp_path):
+    from util.experiment import obtain_trained_model, prepare
+    p = prepare(walk_config(learnable, tmp_path, conf="RL_TFC"))
+    obtain_trained_model(p, progress=False)
+    x, y = _gather(p.dataset.val_loader("cpu"), "cpu")
+    fast = SiteEvaluator(p.model, x, y, p.criterion, chunk_size=128)
+    full = SiteEvaluator(p.model, x, y, p.criterion, chunk_size=128)
+    full._children = None  # force the generic path: every evaluation a full forward
+    for site in (0, 3, 7, 10):
+        seed_torch(0, site)
+        a = fast.evaluate(site, GaussAdd(GaussStd=0.5))
+        seed_torch(0, site)
+        b = full.evaluate(site, GaussAdd(GaussStd=0.5))
+        assert a == pytest.approx(b, abs=1e-9)
+    assert fast.evaluate(None) == full.evaluate(None)
+
+
+def test_midpoint_search_agrees_with_dense_grid_within_005_decade(learnable, tmp_path):
+    dense = [10 ** (e / 4) for e in range(-8, 41)]  # 49 points, 1e-2..1e10
+    assert len(dense) == 49
+    sites = [0, 2, 6, 10]
+    grid = run_walk(walk_config(learnable, tmp_path, sigmas=dense, sites=sites, repeats=3),
+                    progress=False)
+    search = run_walk(walk_config(learnable, tmp_path, search="midpoint", sites=sites, repeats=3),
+                      progress=False)
+    for name, g in grid["sigma_mid"].items():
+        s = search["sigma_mid"][name]
+        assert g["kind"] == s["kind"] == "crossing", (name, g, s)
+        assert s["n_evals"] <= 12
+        assert abs(math.log10(s["sigma_mid"]) - math.log10(g["sigma_mid"])) <= 0.05, (name, g, s)
+
+
+@pytest.mark.parametrize("walk, key", [
+    ({"sites": [11]}, "walk.sites"), ({"search": "binary"}, "walk.search"),
+    ({"sigmas": [-1.0]}, "walk.sigmas"), ({"noise_type": "Gauss"}, "noise_type"),
+    ({"repeats": 0}, "walk.repeats"), ({"sigmaz": [1.0]}, "sigmaz"),
+])
+def test_bad_walk_settings_name_the_key(walk, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        validate_config(walk_config(tmp_path, tmp_path, **walk), walk=True)
+
+
+def test_walk_cli_rejects_bad_site_before_writing_anything(tmp_path):
+    store = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "train.py", "walk", "-F", str(store), "with",
+                           "walk.sites=[16]", f"artifact_root={tmp_path / 'art'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "walk.sites" in proc.stderr
+    assert not store.exists()
