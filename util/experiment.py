@@ -59,9 +59,20 @@ class TrainOutcome:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
+def _match_slurm_cpus() -> None:
+    """Under SLURM, use the CPUs the job was given, not every core of the node: ten 1-CPU
+    jobs on one node would otherwise each start a thread per core and fight over them."""
+    import os
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit() and int(cpus) >= 1 and torch.get_num_threads() != int(cpus):
+        torch.set_num_threads(int(cpus))
+        log.info("SLURM_CPUS_PER_TASK=%s: torch uses %s threads", cpus, cpus)
+
+
 def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> Prepared:
     from data import get_dataset
 
+    _match_slurm_cpus()
     vc = vc or validate_config(config)
     cfg = vc.config
     device = best_device(cfg.get("device", "auto"))
