@@ -22,8 +22,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 test: setup
 	$(VPY) -m pytest -q tests
 
+# The main job: train LeNet5-BN on Fashion-MNIST (embedded defaults; reused if already
+# trained), then walk additive noise through all 16 sites: σ_mid table and walking-noise plot.
 run: setup
-	$(VPY) train.py
+	$(VPY) train.py walk
 
 bench: setup
 	$(VPY) benchmarks/run_all.py

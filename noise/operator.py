@@ -49,7 +49,8 @@ def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1) -> to
         if isinstance(config, GaussAdd):
             if std == 0.0:
                 return x + config.GaussMean
-            return x + _gauss(x, config.GaussMean, std)
+            y = torch.add(x, torch.randn_like(x), alpha=std)  # one fused pass
+            return y.add_(config.GaussMean) if config.GaussMean != 0.0 else y
         if std == 0.0:
             return x * config.GaussMean
         return x * _gauss(x, config.GaussMean, std)

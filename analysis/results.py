@@ -1,0 +1,777 @@
+"""Results of walking-noise runs as one tidy DataFrame, from the local run store or MongoDB.
+
+:func:`load_results` reads either source and returns the same columns (:data:`COLUMNS`), one
+row per run, or one row per evaluation for a walk run (whose result holds
+``result['evaluations']``, see :mod:`util.walk`):
+
+=======================  ======================================================================
+``dataset``              canonical dataset name (old aliases such as ``GSC2_TF`` resolved)
+``model_class``          ``LeNet`` | ``MLP`` | ``CNN_HE`` | ``VGG``
+``conf_name``            model configuration, e.g. ``LeNet5-BN``
+``placement``            where the noise sits: ``layer_wise`` (one site), ``layer_mapped`` (a
+                         σ map over sites), ``default`` (every site), ``none`` (noise-free run)
+``site``                 site index; :data:`ALL_SITES` (-1) when the noise is not at one site
+``site_name``            e.g. ``'5:conv2'``; ``'all'`` for default placement, ``'mapped'`` for a
+                         σ map over several sites, ``'none'`` for noise-free runs
+``noise_type``           ``GaussAdd``, ``GaussMul``, ``GaussCombined``, ... (``NoNoise``)
+``sigma``                σ: ``GaussStd``; ``StdAmplitude`` A for combined noise (σ_add + σ_mul
+                         for ``GaussCombined_direct``); the ``std_multiplication_factor`` of a
+                         σ map over several sites; 0 for noise-free runs
+``std_ratio``            ``StdRatio`` r of combined noise (σ_add / (σ_add + σ_mul)); NaN else
+``order``                ``'mul_add'`` | ``'add_mul'`` for combined noise; None else
+``sigma_add``            additive σ at the site (NaN for a σ map over several sites)
+``sigma_mul``            multiplicative σ at the site (NaN for a σ map over several sites)
+``enable_in_training``   the noise is applied while training (for walk rows: the walked model
+                         was trained with noise); False for noise-free runs
+``enable_in_eval``       the noise is applied while evaluating; False for noise-free runs
+``weight_clamping``      ``'none'`` or ``'[min, max]'``
+``repetition``           repetition R at the site; for noise at every site the mean R over
+                         sites (a repetition plan's budget factor)
+``repeat_number``        ``general.repeat_number`` (the training repeat)
+``eval_repeat``          repeat of a walk evaluation (a fresh noise draw); 0 for plain runs
+``eval_split``           split ``accuracy`` was measured on: ``validation`` (a walk may use
+                         ``test``)
+``experiment_name``      ``general.experiment_name``
+``accuracy``             final validation accuracy in percent (a walk row: the evaluation's)
+``test_accuracy``        final test accuracy in percent; NaN without a test split / for walks
+``loss``                 final validation loss (a walk row: the evaluation's)
+``clean_accuracy``       accuracy of the matching noise-free run: the same data, model and
+                         training settings (repeat included) without any noise; a walk's own
+                         clean evaluation for walk rows; NaN when none was found
+``chance``               100 / number of classes
+``trained``              True: the run trained its model; False: it reused one (eval-only)
+``config_hash``          hash of the run's config (bookkeeping keys left out)
+``run_id``               run id as a string (the run folder's name / the MongoDB ``_id``)
+``checkpoint``           path of the checkpoint the run trained or used
+=======================  ======================================================================
+
+:func:`sigma_mid_per_site` turns such a table into σ_mid per site (one row per curve).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import numbers
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .midpoint import midpoint_table
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COLUMNS", "CURVE_COLUMNS", "ALL_SITES", "PLACEMENTS", "RunRecord", "load_results",
+           "read_run_store", "read_collection", "records_to_frame", "sigma_mid_per_site",
+           "parse_source", "load_runs", "describe_source", "CONDITION_COLUMNS",
+           "iter_conditions", "condition_label"]
+
+COLUMNS = [
+    "dataset", "model_class", "conf_name", "placement", "site", "site_name", "noise_type",
+    "sigma", "std_ratio", "order", "sigma_add", "sigma_mul", "enable_in_training",
+    "enable_in_eval", "weight_clamping", "repetition", "repeat_number", "eval_repeat",
+    "eval_split", "experiment_name", "accuracy", "test_accuracy", "loss", "clean_accuracy",
+    "chance", "trained", "config_hash", "run_id", "checkpoint",
+]
+
+#: The columns that name one walking-noise curve (accuracy versus σ at one site under one
+#: condition); :func:`sigma_mid_per_site` groups by them.
+CURVE_COLUMNS = [
+    "dataset", "model_class", "conf_name", "noise_type", "std_ratio", "order",
+    "enable_in_training", "enable_in_eval", "weight_clamping", "repetition", "eval_split",
+    "experiment_name", "placement", "site", "site_name",
+]
+
+#: The columns that tell walking-noise conditions apart: a curve is a condition at one site.
+CONDITION_COLUMNS = [c for c in CURVE_COLUMNS if c not in ("placement", "site", "site_name")]
+
+PLACEMENTS = ("layer_wise", "layer_mapped", "default", "none")
+#: The ``site`` of noise that is not at one site (default placement, σ maps, noise-free runs).
+ALL_SITES = -1
+DEFAULT_STATES = ("COMPLETED",)
+MONGO_PREFIX = "mongodb:"
+
+_FLOAT_COLUMNS = ["sigma", "std_ratio", "sigma_add", "sigma_mul", "repetition", "accuracy",
+                  "test_accuracy", "loss", "clean_accuracy", "chance"]
+_INT_COLUMNS = ["site", "repeat_number", "eval_repeat"]
+_BOOL_COLUMNS = ["enable_in_training", "enable_in_eval"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stored run, whatever its source: its id, status, config and result."""
+
+    run_id: str
+    status: str
+    config: Any
+    result: Any
+
+
+class _BadRun(ValueError):
+    """A run that lacks what a row needs; the message names the run and the missing field."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def parse_source(source: str | os.PathLike) -> tuple[str, str]:
+    """``('run_store', path)`` or ``('mongodb', collection)`` for a ``source`` argument.
+
+    ``mongodb:<collection>`` is always a collection; a ``Path``, an existing path, or a string
+    that looks like a path (contains a path separator, starts with ``.`` or ``~``) is a run
+    store; any other string is a seml collection name.
+    """
+    if isinstance(source, os.PathLike):
+        return "run_store", os.fspath(source)
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"source must be a run store folder or a seml collection name, "
+                         f"got {source!r}")
+    if source.startswith(MONGO_PREFIX):
+        name = source[len(MONGO_PREFIX):]
+        if not name:
+            raise ValueError("source 'mongodb:' names no collection; use mongodb:<collection>")
+        return "mongodb", name
+    looks_like_path = ("/" in source or os.sep in source or source.startswith((".", "~")))
+    if looks_like_path or os.path.exists(os.path.expanduser(source)):
+        return "run_store", os.path.expanduser(source)
+    return "mongodb", source
+
+
+def _lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted path in nested dicts/lists (MongoDB's field paths)."""
+    value = doc
+    for part in dotted.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _equal(value: Any, expected: Any) -> bool:
+    if isinstance(value, list) and not isinstance(expected, list):
+        return any(_equal(v, expected) for v in value)
+    return value == expected
+
+
+def _compare(value: Any, expected: Any, op) -> bool:
+    try:
+        return value is not None and bool(op(value, expected))
+    except TypeError:
+        return False
+
+
+_OPERATORS = {
+    "$eq": lambda found, v, x: found and _equal(v, x),
+    "$ne": lambda found, v, x: not (found and _equal(v, x)),
+    "$in": lambda found, v, x: found and any(_equal(v, e) for e in x),
+    "$nin": lambda found, v, x: not (found and any(_equal(v, e) for e in x)),
+    "$exists": lambda found, v, x: found == bool(x),
+    "$gt": lambda found, v, x: found and _compare(v, x, lambda a, b: a > b),
+    "$gte": lambda found, v, x: found and _compare(v, x, lambda a, b: a >= b),
+    "$lt": lambda found, v, x: found and _compare(v, x, lambda a, b: a < b),
+    "$lte": lambda found, v, x: found and _compare(v, x, lambda a, b: a <= b),
+}
+
+
+def _matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` matches a MongoDB filter (the subset :data:`_OPERATORS`, ``$and``,
+    ``$or``), so that one filter selects the same runs from either source."""
+    for key, cond in query.items():
+        if key in ("$and", "$or"):
+            parts = [_matches(doc, q) for q in cond]
+            if not (all(parts) if key == "$and" else any(parts)):
+                return False
+            continue
+        if key.startswith("$"):
+            raise ValueError(f"filter operator {key!r} is not supported for a local run store; "
+                             f"supported: $and, $or, {sorted(_OPERATORS)}")
+        found, value = _lookup(doc, key)
+        if isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
+            for op, expected in cond.items():
+                if op not in _OPERATORS:
+                    raise ValueError(f"filter operator {op!r} (at {key!r}) is not supported "
+                                     f"for a local run store; supported: {sorted(_OPERATORS)}")
+                if not _OPERATORS[op](found, value, expected):
+                    return False
+        elif not (found and _equal(value, cond)):
+            return False
+    return True
+
+
+def _check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise ValueError(f"filter must be a dict (a MongoDB query such as "
+                         f"{{'config.data.dataset': 'MNIST'}}), got {filter!r}")
+    return dict(filter)
+
+
+def _restore(obj: Any) -> Any:
+    """Undo sacred's jsonpickle flattening (it stores numpy values as ``py/object`` dicts)."""
+    try:
+        from sacred.serializer import restore
+    except ImportError:  # pragma: no cover - sacred is a requirement
+        return obj
+    return restore(obj)
+
+
+def _natural_key(run_id: str) -> tuple:
+    return (0, int(run_id), "") if run_id.isdigit() else (1, 0, run_id)
+
+
+def read_run_store(path: str | os.PathLike, filter: Mapping[str, Any] | None = None,
+                   states: Sequence[str] | None = DEFAULT_STATES) -> list[RunRecord]:
+    """The runs of a local run store (sacred's FileStorageObserver folder), in id order.
+
+    ``filter`` is a MongoDB query on the run as a document ``{_id, status, config, result}``
+    (a subset of the operators; see :func:`load_results`). Raises ValueError when the folder
+    does not exist, holds no runs, or no run has one of ``states``/matches ``filter``.
+    """
+    from util.run_store import iter_runs
+
+    filter = _check_filter(filter)
+    store = Path(path)
+    if not store.exists():
+        raise ValueError(f"run store {os.fspath(store)!r} does not exist (a local source is "
+                         "the folder of sacred's FileStorageObserver, e.g. runs/)")
+    if not store.is_dir():
+        raise ValueError(f"run store {os.fspath(store)!r} is a file, not a run store folder")
+    every = list(iter_runs(store))
+    if not every:
+        raise ValueError(f"run store {os.fspath(store)!r} holds no runs (expected folders "
+                         "<id>/ with run.json and config.json)")
+    use_states = states and "status" not in filter
+    records, statuses = [], {}
+    for run in every:
+        statuses[run.status] = statuses.get(run.status, 0) + 1
+        if use_states and run.status not in states:
+            continue
+        doc = {"_id": int(run.run_id) if run.run_id.isdigit() else run.run_id,
+               "status": run.status, "config": run.config, "result": run.result}
+        if filter and not _matches(doc, filter):
+            continue
+        records.append(RunRecord(run.run_id, run.status, _restore(run.config),
+                                 _restore(run.result)))
+    if not records:
+        what = f"with status in {list(states)}" if use_states else ""
+        what += (" and " if what else "") + (f"matching filter {filter}" if filter else "")
+        raise ValueError(f"none of the {len(every)} runs in {os.fspath(store)!r} is {what} "
+                         f"(statuses present: {statuses})")
+    return records
+
+
+def _mongodb_config(mongodb_config: Mapping[str, Any] | None, timeout_s: float) -> dict:
+    try:
+        from seml.database import get_mongodb_config
+    except ImportError as err:  # pragma: no cover - seml is a requirement
+        raise ValueError(f"reading a MongoDB collection needs seml: {err}") from None
+    if mongodb_config is None:
+        try:
+            cfg = get_mongodb_config()
+        except Exception as err:  # seml's MongoDBError: no or incomplete config file
+            raise ValueError(f"cannot read seml's MongoDB config: {err}") from None
+    else:
+        cfg = dict(mongodb_config)
+    cfg.setdefault("serverSelectionTimeoutMS", int(timeout_s * 1000))
+    return cfg
+
+
+def read_collection(collection: str, filter: Mapping[str, Any] | None = None,
+                    states: Sequence[str] | None = DEFAULT_STATES, *,
+                    mongodb_config: Mapping[str, Any] | None = None,
+                    timeout_s: float = 10.0) -> list[RunRecord]:
+    """The runs of a seml collection (via ``seml.get_results``), in ``_id`` order.
+
+    ``mongodb_config``: seml's connection dict (``get_mongodb_config()`` keys); default: the
+    one ``seml configure`` wrote. Raises ValueError when the server cannot be reached within
+    ``timeout_s``, the collection does not exist (the message lists those that do), or no run
+    has one of ``states``/matches ``filter``.
+    """
+    import seml
+    from pymongo.errors import PyMongoError
+    from seml.database import get_collection
+
+    filter = _check_filter(filter)
+    cfg = _mongodb_config(mongodb_config, timeout_s)
+    where = f"{cfg.get('host')}:{cfg.get('port')}/{cfg.get('db_name')}"
+    try:
+        coll = get_collection(collection, mongodb_config=cfg)
+        existing = coll.database.list_collection_names()
+    except PyMongoError as err:
+        raise ValueError(f"cannot reach MongoDB at {where}: {err.__class__.__name__}: "
+                         f"{str(err)[:300]}. Is the server running? seml reads the connection "
+                         "from ~/.config/seml/mongodb.config (`seml configure`).") from None
+    if collection not in existing:
+        shown = sorted(n for n in existing if n not in ("fs.files", "fs.chunks"))
+        raise ValueError(f"collection {collection!r} does not exist in MongoDB {where}; "
+                         f"existing collections: {shown}")
+    use_states = list(states) if (states and "status" not in filter) else []
+    try:
+        with warnings.catch_warnings():
+            # seml's jsonpickle call warns about a future default on every document
+            warnings.simplefilter("ignore", DeprecationWarning)
+            docs = seml.get_results(collection, fields=["config", "result", "status"],
+                                    to_data_frame=False, mongodb_config=cfg,
+                                    states=use_states, filter_dict=filter, progress=False)
+    except PyMongoError as err:
+        raise ValueError(f"querying collection {collection!r} at {where} failed: {err}") \
+            from None
+    if not docs:
+        try:
+            statuses = {s: coll.count_documents({"status": s}) for s in coll.distinct("status")}
+        except PyMongoError:
+            statuses = "unknown"
+        what = f"with status in {use_states}" if use_states else ""
+        what += (" and " if what else "") + (f"matching filter {filter}" if filter else "")
+        raise ValueError(f"collection {collection!r} has no run {what or ''}".rstrip()
+                         + f" (statuses present: {statuses})")
+    records = [RunRecord(str(d.get("_id")), str(d.get("status", "")), d.get("config"),
+                         d.get("result")) for d in docs]
+    records.sort(key=lambda r: _natural_key(r.run_id))
+    return records
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _noise_columns(cfg) -> dict[str, Any]:
+    """σ, ratio, order and (σ_add, σ_mul) of one noise config, by the fields it has."""
+    s_add, s_mul = cfg.std_pair()
+    cols = {"noise_type": cfg.noise_type, "std_ratio": math.nan, "order": None,
+            "sigma_add": float(s_add), "sigma_mul": float(s_mul)}
+    if hasattr(cfg, "FirstMulThenAdd"):
+        cols["order"] = "mul_add" if cfg.FirstMulThenAdd else "add_mul"
+    if hasattr(cfg, "StdAmplitude"):
+        cols["sigma"] = float(cfg.StdAmplitude)
+        cols["std_ratio"] = float(cfg.StdRatio)
+    elif hasattr(cfg, "GaussStdAdd"):
+        total = float(s_add + s_mul)
+        cols["sigma"] = total
+        cols["std_ratio"] = float(s_add) / total if total > 0 else math.nan
+    elif hasattr(cfg, "GaussStd"):
+        cols["sigma"] = float(cfg.GaussStd)
+    else:  # NoNoise, or a future type without a σ field
+        cols["sigma"] = 0.0 if cfg.is_noiseless else math.nan
+    return cols
+
+
+def _weight_clamping_label(general: Mapping[str, Any]) -> str:
+    wc = general.get("weight_clamping") or {}
+    lo, hi = wc.get("min"), wc.get("max")
+    if lo is None and hi is None:
+        return "none"
+    fmt = lambda v: "None" if v is None else f"{float(v):g}"  # noqa: E731
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def _num_classes(result: Mapping[str, Any], dataset: str) -> float:
+    n = result.get("num_classes")
+    if isinstance(n, numbers.Real) and n > 0:
+        return float(n)
+    try:
+        from data import DATASETS
+        return float(DATASETS[dataset].num_classes)
+    except (ImportError, KeyError, AttributeError):
+        return math.nan
+
+
+def _final_metric(result: Mapping[str, Any], split: str, metric: str) -> float | None:
+    final = result.get("final")
+    if isinstance(final, Mapping) and isinstance(final.get(f"{split}_{metric}"), numbers.Real):
+        return float(final[f"{split}_{metric}"])
+    history = (result.get(split) or {}).get(metric) if isinstance(result.get(split), Mapping) \
+        else None
+    if isinstance(history, list) and history and isinstance(history[-1], numbers.Real):
+        return float(history[-1])
+    return None
+
+
+class _Keys:
+    """Keys that find a run's noise-free reference: the training hash of its config without
+    noise, with (``exact``) and without (``loose``) its repeat number and seed."""
+
+    def __init__(self):
+        self._cache: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, config: Mapping[str, Any]) -> tuple[str, str]:
+        from util.config import training_hash, validate_config
+
+        stripped = copy.deepcopy(dict(config))
+        stripped["noise_settings"] = {"default": {"noise_type": "NoNoise"}, "layer_wise": None,
+                                      "layer_mapped": None}
+        stripped.pop("walk", None)
+        text = json.dumps(stripped, sort_keys=True, default=str)
+        if text not in self._cache:
+            exact = training_hash(validate_config(stripped))
+            stripped["general"] = dict(stripped["general"], repeat_number=0, seed=None)
+            loose = training_hash(validate_config(stripped))
+            self._cache[text] = (exact, loose)
+        return self._cache[text]
+
+
+def _mean_repetition(reps: Sequence[int]) -> float:
+    return float(reps[0]) if len(set(reps)) == 1 else float(np.mean(reps))
+
+
+def _placement(config: Mapping[str, Any], vc) -> dict[str, Any]:
+    """Where a run's noise sits, and the columns that describe it."""
+    from noise.config import NoNoise
+    from noise.placement import resolve_site_configs
+
+    ns = config.get("noise_settings") or {}
+    configs, reps, n = vc.site_configs, vc.repetitions, len(vc.site_names)
+    if ns.get("layer_wise"):
+        idx = int(ns["layer_wise"]["layer_index"])
+        return {"placement": "layer_wise", "site": idx, "site_name": vc.site_names[idx],
+                **_flags(configs[idx]), **_noise_columns(configs[idx]),
+                "repetition": float(reps[idx])}
+    if ns.get("layer_mapped"):
+        spec = ns["layer_mapped"]
+        mapped = [i for i, c in enumerate(resolve_site_configs(
+            {"default": None, "layer_mapped": spec}, n)) if not isinstance(c, NoNoise)]
+        if len(mapped) == 1:
+            idx = mapped[0]
+            return {"placement": "layer_mapped", "site": idx, "site_name": vc.site_names[idx],
+                    **_flags(configs[idx]), **_noise_columns(configs[idx]),
+                    "repetition": float(reps[idx])}
+        cols = _noise_columns(configs[mapped[0]])
+        cols.update(sigma=float(spec.get("std_multiplication_factor", 1.0)),
+                    sigma_add=math.nan, sigma_mul=math.nan)
+        return {"placement": "layer_mapped", "site": ALL_SITES, "site_name": "mapped",
+                **_flags(configs[mapped[0]]), **cols,
+                "repetition": _mean_repetition([reps[i] for i in mapped])}
+    if not isinstance(configs[0], NoNoise):
+        return {"placement": "default", "site": ALL_SITES, "site_name": "all",
+                **_flags(configs[0]), **_noise_columns(configs[0]),
+                "repetition": _mean_repetition(reps)}
+    return {"placement": "none", "site": ALL_SITES, "site_name": "none",
+            "enable_in_training": False, "enable_in_eval": False,
+            **_noise_columns(configs[0]), "repetition": _mean_repetition(reps)}
+
+
+def _flags(cfg) -> dict[str, bool]:
+    return {"enable_in_training": bool(cfg.enable_in_training),
+            "enable_in_eval": bool(cfg.enable_in_eval)}
+
+
+def _is_noise_free(site_configs) -> bool:
+    return not any(c.active(training=True) or c.active(training=False) for c in site_configs)
+
+
+def _run_rows(rec: RunRecord, keys: _Keys) -> tuple[list[dict], list[tuple[tuple, float]]]:
+    """The rows of one run, and its noise-free accuracies ((exact, loose) key, accuracy)."""
+    from data import resolve_name
+    from noise.config import parse_noise_config
+    from util.config import ConfigError, config_hash, merged_with_defaults, validate_config
+
+    rid = rec.run_id
+    if not isinstance(rec.config, Mapping) or not rec.config:
+        raise _BadRun(f"run {rid}: has no config")
+    result = rec.result
+    if not isinstance(result, Mapping):
+        raise _BadRun(f"run {rid}: has no result (result is {result!r}); did it finish?")
+    config = merged_with_defaults(rec.config)
+    try:
+        vc = validate_config(config)
+    except (ConfigError, ValueError) as err:
+        raise _BadRun(f"run {rid}: its config is not a valid walking-noise config: {err}") \
+            from None
+    general = config["general"]
+    dataset = resolve_name(config["data"]["dataset"])
+    n_classes = _num_classes(result, dataset)
+    chance = result.get("chance")
+    chance = float(chance) if isinstance(chance, numbers.Real) else 100.0 / n_classes
+    checkpoint = (result.get("artifacts") or {}).get("checkpoint") \
+        if isinstance(result.get("artifacts"), Mapping) else None
+    trained = result.get("trained")
+    base = {
+        "dataset": dataset, "model_class": vc.model_class, "conf_name": vc.conf_name,
+        "weight_clamping": _weight_clamping_label(general),
+        "repeat_number": int(general.get("repeat_number") or 0),
+        "experiment_name": str(general.get("experiment_name")),
+        "chance": chance,
+        "trained": bool(trained) if isinstance(trained, (bool, np.bool_)) else None,
+        "config_hash": result.get("config_hash") or config_hash(config),
+        "run_id": rid,
+        "checkpoint": checkpoint or result.get("checkpoint_used"),
+    }
+    exact, loose = keys(config)
+    evaluations = result.get("evaluations")
+    if evaluations is not None:
+        return _walk_rows(rec, config, vc, base, (exact, loose), parse_noise_config)
+
+    accuracy = _final_metric(result, "validation", "accuracy")
+    if accuracy is None:
+        raise _BadRun(f"run {rid}: result lacks the final validation accuracy "
+                      f"(result['final']['validation_accuracy'] or "
+                      f"result['validation']['accuracy']); result keys: {sorted(result)}")
+    test = _final_metric(result, "test", "accuracy")
+    loss = _final_metric(result, "validation", "loss")
+    row = {**base, **_placement(config, vc), "eval_repeat": 0, "eval_split": "validation",
+           "accuracy": accuracy, "test_accuracy": math.nan if test is None else test,
+           "loss": math.nan if loss is None else loss, "clean_accuracy": math.nan,
+           "_keys": (exact, loose)}
+    clean = [((exact, loose), accuracy)] if _is_noise_free(vc.site_configs) else []
+    return [row], clean
+
+
+def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
+    """One row per evaluation of a walk run (see :mod:`util.walk`)."""
+    rid, result = rec.run_id, rec.result
+    evaluations = result["evaluations"]
+    if not isinstance(evaluations, list) or not evaluations:
+        raise _BadRun(f"run {rid}: result['evaluations'] is empty or not a list")
+    split = (result.get("walk") if isinstance(result.get("walk"), Mapping) else {}
+             ).get("eval_split") or (config.get("walk") or {}).get("eval_split") or "validation"
+    split = str(split)
+    clean_acc = result.get("clean_accuracy")
+    clean_acc = float(clean_acc) if isinstance(clean_acc, numbers.Real) else math.nan
+    noisy_training = bool(vc.noisy_training)
+    rows = []
+    for i, ev in enumerate(evaluations):
+        if not isinstance(ev, Mapping):
+            raise _BadRun(f"run {rid}: evaluation {i} is not a dict: {ev!r}")
+        missing = [k for k in ("noise", "accuracy") if k not in ev]
+        if missing:
+            raise _BadRun(f"run {rid}: evaluation {i} lacks {missing}; it has {sorted(ev)}")
+        try:
+            cfg = parse_noise_config(ev["noise"])
+        except ValueError as err:
+            raise _BadRun(f"run {rid}: evaluation {i} has a bad noise dict: {err}") from None
+        site = ev.get("site")
+        if site is not None and not isinstance(site, numbers.Integral):
+            raise _BadRun(f"run {rid}: evaluation {i} has site {site!r}, not a site index")
+        if site is None or site < 0:
+            placement, site, name = "default", ALL_SITES, "all"
+            repetition = _mean_repetition(vc.repetitions)
+        else:
+            site = int(site)
+            if site >= len(vc.site_names):
+                raise _BadRun(f"run {rid}: evaluation {i} is at site {site}, but the model "
+                              f"has {len(vc.site_names)} sites")
+            placement, name = "layer_wise", ev.get("site_name") or vc.site_names[site]
+            repetition = float(vc.repetitions[site])
+        loss = ev.get("loss")
+        rows.append({**base, "placement": placement, "site": site, "site_name": name,
+                     **_noise_columns(cfg), "enable_in_training": noisy_training,
+                     "enable_in_eval": bool(cfg.enable_in_eval), "repetition": repetition,
+                     "eval_repeat": int(ev.get("repeat") or 0), "eval_split": split,
+                     "accuracy": float(ev["accuracy"]),
+                     "test_accuracy": float(ev["test_accuracy"])
+                     if isinstance(ev.get("test_accuracy"), numbers.Real) else math.nan,
+                     "loss": float(loss) if isinstance(loss, numbers.Real) else math.nan,
+                     "clean_accuracy": clean_acc, "_keys": keys})
+    clean = []
+    if not noisy_training and split == "validation" and math.isfinite(clean_acc):
+        clean.append((keys, clean_acc))
+    return rows, clean
+
+
+def records_to_frame(records: Iterable[RunRecord], *, on_bad_run: str = "raise",
+                     origin: str = "results") -> pd.DataFrame:
+    """The tidy DataFrame (:data:`COLUMNS`) of some runs; see :func:`load_results`."""
+    if on_bad_run not in ("raise", "skip"):
+        raise ValueError(f"on_bad_run must be 'raise' or 'skip', got {on_bad_run!r}")
+    keys = _Keys()
+    rows: list[dict] = []
+    clean: dict[str, list[float]] = {}
+    clean_loose: dict[str, list[float]] = {}
+    bad: list[str] = []
+    n_records = 0
+    for rec in records:
+        n_records += 1
+        try:
+            run_rows, run_clean = _run_rows(rec, keys)
+        except _BadRun as err:
+            if on_bad_run == "raise":
+                raise ValueError(f"{origin}: {err} (pass on_bad_run='skip' / --skip-bad-runs "
+                                 "to leave such runs out)") from None
+            bad.append(str(err))
+            continue
+        rows.extend(run_rows)
+        for (exact, loose), acc in run_clean:
+            clean.setdefault(exact, []).append(acc)
+            clean_loose.setdefault(loose, []).append(acc)
+    if bad:
+        log.warning("%s: left out %d of %d runs that lack what a row needs, e.g. %s",
+                    origin, len(bad), n_records, "; ".join(bad[:3]))
+    if not rows:
+        raise ValueError(f"{origin}: no usable runs ({n_records} read, {len(bad)} left out)")
+    n_missing = 0
+    for row in rows:
+        exact, loose = row.pop("_keys")
+        if math.isnan(row["clean_accuracy"]):
+            refs = clean.get(exact) or clean_loose.get(loose)
+            if refs:
+                row["clean_accuracy"] = float(np.mean(refs))
+            elif row["placement"] != "none":
+                n_missing += 1
+    if n_missing:
+        log.info("%s: %d rows have no matching noise-free run (clean_accuracy is NaN)",
+                 origin, n_missing)
+    frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    frame[_FLOAT_COLUMNS] = frame[_FLOAT_COLUMNS].astype(float)
+    frame[_INT_COLUMNS] = frame[_INT_COLUMNS].astype(int)
+    frame[_BOOL_COLUMNS] = frame[_BOOL_COLUMNS].astype(bool)
+    order = sorted(range(len(frame)), key=lambda i: _natural_key(frame["run_id"].iat[i]))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def load_results(source: str | os.PathLike, filter: Mapping[str, Any] | None = None, *,
+                 states: Sequence[str] | None = DEFAULT_STATES,
+                 mongodb_config: Mapping[str, Any] | None = None,
+                 on_bad_run: str = "raise", timeout_s: float = 10.0) -> pd.DataFrame:
+    """All runs of a local run store or a seml collection as one tidy DataFrame.
+
+    Args:
+        source: a run store folder (sacred's FileStorageObserver folder, e.g. ``runs/``), or
+            a seml collection in MongoDB: ``mongodb:<collection>``, or a plain name that is
+            not an existing path (see :func:`parse_source`).
+        filter: a MongoDB query on the run documents (``{_id, status, config, result}``), e.g.
+            ``{'config.data.dataset': 'FashionMNIST', 'config.general.repeat_number':
+            {'$in': [0, 1]}}``. MongoDB evaluates it itself; for a run store the operators
+            ``$eq $ne $in $nin $exists $gt $gte $lt $lte $and $or`` are supported.
+        states: run statuses to keep (None or empty: all); ignored when ``filter`` has a
+            ``status`` condition.
+        mongodb_config: seml's connection dict; default: seml's config file.
+        on_bad_run: ``'raise'`` (default) a ValueError naming the first run that lacks a
+            needed field; ``'skip'``: leave such runs out and log a warning.
+        timeout_s: how long to wait for the MongoDB server.
+
+    Returns:
+        One row per run (per evaluation for walk runs) with the columns :data:`COLUMNS`
+        (see the module docstring), ordered by run id.
+
+    Raises:
+        ValueError: a missing folder, an unreachable server, a collection that does not
+            exist, no (matching) runs, or a run without a needed field; the message says which.
+    """
+    records = load_runs(source, filter, states=states, mongodb_config=mongodb_config,
+                        timeout_s=timeout_s)
+    origin = describe_source(source)
+    frame = records_to_frame(records, on_bad_run=on_bad_run, origin=origin)
+    log.info("%s: %d rows from %d runs", origin, len(frame), frame["run_id"].nunique())
+    return frame
+
+
+def describe_source(source: str | os.PathLike) -> str:
+    """'run store <path>' or 'collection <name>', for messages."""
+    kind, where = parse_source(source)
+    return f"run store {where!r}" if kind == "run_store" else f"collection {where!r}"
+
+
+def load_runs(source: str | os.PathLike, filter: Mapping[str, Any] | None = None, *,
+              states: Sequence[str] | None = DEFAULT_STATES,
+              mongodb_config: Mapping[str, Any] | None = None,
+              timeout_s: float = 10.0) -> list[RunRecord]:
+    """The raw runs (config and result) of a source, in run id order; the arguments are
+    those of :func:`load_results`."""
+    kind, where = parse_source(source)
+    if kind == "run_store":
+        return read_run_store(where, filter, states)
+    return read_collection(where, filter, states, mongodb_config=mongodb_config,
+                           timeout_s=timeout_s)
+
+
+# --------------------------------------------------------------------------- σ_mid
+
+
+def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None, *,
+                       clean_accuracy: float | None = None,
+                       repeat_col: str | None = "repeat_number") -> pd.DataFrame:
+    """σ_mid of every walking-noise curve of a :func:`load_results` table.
+
+    Noise-free rows (``placement == 'none'``) are left out (they are the curves' clean
+    reference, already in ``clean_accuracy``). Curves are the groups of ``group_cols``
+    (default: those of :data:`CURVE_COLUMNS` the table has); ``clean_accuracy`` overrides the
+    table's column (e.g. when no noise-free run was stored). Returns
+    :func:`analysis.midpoint.midpoint_table` (one row per curve, sorted by the group columns).
+
+    Raises:
+        ValueError: no noisy rows, a curve without a clean accuracy (the message names it and
+            says how to provide one), or a curve :func:`analysis.midpoint.midpoint` rejects
+            (e.g. a single σ).
+    """
+    if df is None or len(df) == 0:
+        raise ValueError("σ_mid per site: no results (empty table)")
+    missing = [c for c in ("sigma", "accuracy", "chance", "placement") if c not in df.columns]
+    if missing:
+        raise ValueError(f"σ_mid per site: the table lacks column(s) {missing}; "
+                         "expected a load_results() table")
+    noisy = df[df["placement"] != "none"].copy()
+    if noisy.empty:
+        raise ValueError("σ_mid per site: every run is noise-free (placement 'none'); there is "
+                         "no walking-noise curve")
+    cols = [c for c in (group_cols or CURVE_COLUMNS) if c in noisy.columns]
+    if group_cols is not None and len(cols) < len(group_cols):
+        raise ValueError(f"σ_mid per site: unknown group column(s) "
+                         f"{sorted(set(group_cols) - set(cols))}; columns: {list(df.columns)}")
+    if clean_accuracy is not None:
+        noisy["clean_accuracy"] = float(clean_accuracy)
+    else:
+        for key, rows in noisy.groupby(cols, dropna=False, sort=True):
+            if rows["clean_accuracy"].isna().all():
+                key = key if isinstance(key, tuple) else (key,)
+                desc = ", ".join(f"{c}={v}" for c, v in zip(cols, key)
+                                 if c in ("conf_name", "noise_type", "site_name",
+                                          "enable_in_training", "repeat_number", "dataset"))
+                raise ValueError(
+                    f"σ_mid per site: curve ({desc}) has no clean accuracy: no noise-free run "
+                    "with the same data, model and training settings was found. Store one "
+                    "(noise_settings.default NoNoise) or pass clean_accuracy / "
+                    "--clean-accuracy.")
+    return midpoint_table(noisy, cols, "sigma", "accuracy", "clean_accuracy",
+                          chance="chance", repeat_col=repeat_col)
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def _present(value) -> bool:
+    """False for None/NaN (the group key of a column that does not apply, e.g. std_ratio of
+    additive noise)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def iter_conditions(df: pd.DataFrame, cols: Sequence[str] = CONDITION_COLUMNS):
+    """``(key, rows)`` per condition: ``key`` maps each of ``cols`` that ``df`` has to its value;
+    conditions in sorted order, NaN keys kept."""
+    cols = [c for c in cols if c in df.columns]
+    for key, rows in df.groupby(cols, dropna=False, sort=True):
+        yield dict(zip(cols, key if isinstance(key, tuple) else (key,))), rows
+
+
+def condition_label(key: Mapping[str, Any], with_model: bool = True,
+                    with_training: bool = True) -> str:
+    """A readable name of a condition, e.g. ``'MNIST, LeNet5, GaussAdd, clean training'``;
+    parameters that do not apply or have their usual value are left out."""
+    parts = [str(key.get("dataset"))]
+    if with_model:
+        parts.append(str(key.get("conf_name")))
+    parts.append(str(key.get("noise_type")))
+    if _present(key.get("std_ratio")):
+        parts.append(f"r={key['std_ratio']:g}")
+    if _present(key.get("order")):
+        parts.append(str(key["order"]))
+    if with_training:
+        parts.append("noisy training" if key.get("enable_in_training") else "clean training")
+    if _present(key.get("enable_in_eval")) and not key["enable_in_eval"]:
+        parts.append("no eval noise")
+    if _present(key.get("weight_clamping")) and key["weight_clamping"] != "none":
+        parts.append(f"clamp {key['weight_clamping']}")
+    rep = key.get("repetition")
+    if _present(rep) and rep != 1:
+        parts.append(f"R={rep:g}")
+    if _present(key.get("eval_split")) and key["eval_split"] != "validation":
+        parts.append(f"on {key['eval_split']}")
+    return ", ".join(parts)
