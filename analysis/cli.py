@@ -419,6 +419,9 @@ def build_plan_yaml(*, config: dict, sigma_mid: Sequence[float], kinds: Sequence
         f"  general.num_epochs: {_fmt(int(g['num_epochs']))}",
         f"  general.experiment_name: {_fmt(base_name)}",
     ]
+    if not training:
+        # evaluation repeats share one trained model (repeat 0's), as in multi_run_layers
+        lines.append("  general.train_repeat_number: 0")
     wc = g.get("weight_clamping") or {}
     for bound in ("min", "max"):
         if wc.get(bound) is not None:

@@ -28,6 +28,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "weight_clamping": {"min": None, "max": None},
         "experiment_name": "default",
         "seed": None,
+        # the repeat whose trained model this run uses; None: repeat_number. Eval-only configs
+        # with many evaluation repeats (multi_run_layers) set it to share one trained model.
+        "train_repeat_number": None,
     },
     "optimizer": {"optimizer_type": "Adam", "lr_scheduler": "CosineAnnealingLR", "lr": 1e-3},
     "data": {"dataset": "FashionMNIST", "batch_size": 128, "root": None, "val_split": None,
@@ -64,7 +67,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 SECTION_KEYS = {
-    "general": ("num_epochs", "repeat_number", "weight_clamping", "experiment_name", "seed"),
+    "general": ("num_epochs", "repeat_number", "weight_clamping", "experiment_name", "seed",
+                "train_repeat_number"),
     "optimizer": ("optimizer_type", "lr_scheduler", "lr"),
     "data": ("dataset", "batch_size", "root", "val_split", "download"),
 }
@@ -149,8 +153,17 @@ class ValidatedConfig:
 
     @property
     def seed(self) -> int:
+        """Seeds evaluation noise (and training, unless ``train_repeat_number`` is set)."""
         g = self.config["general"]
-        return int(g["seed"]) if g.get("seed") is not None else int(g["repeat_number"])
+        return int(g["seed"]) if g.get("seed") is not None else int(g.get("repeat_number", 0))
+
+    @property
+    def train_seed(self) -> int:
+        """Seeds initialisation, data order, augmentation and training noise."""
+        g = self.config["general"]
+        if g.get("train_repeat_number") is not None:
+            return int(g["train_repeat_number"])
+        return self.seed
 
     @property
     def weight_clamping(self) -> tuple[float, float] | None:
@@ -180,8 +193,9 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
 
     _require_number("general.num_epochs", g.get("num_epochs"), positive=True, integer=True)
     _require_number("general.repeat_number", g.get("repeat_number", 0), integer=True, minimum=0)
-    if g.get("seed") is not None:
-        _require_number("general.seed", g["seed"], integer=True, minimum=0)
+    for key in ("seed", "train_repeat_number"):
+        if g.get(key) is not None:
+            _require_number(f"general.{key}", g[key], integer=True, minimum=0)
     wc = g.get("weight_clamping")
     if wc is not None:
         if not isinstance(wc, Mapping):
@@ -252,12 +266,14 @@ def training_hash(vc: ValidatedConfig) -> str:
     """Identifies a trained model: everything that shapes training, nothing else.
 
     Two configs with the same hash train the same model: data, model conf, optimizer, epochs,
-    repeat number/seed and clamping, and the noise *as active in training* (per site, with its
-    repetition). Evaluation-only noise, the experiment name and seml's bookkeeping are left out,
+    training seed (``train_repeat_number``, else ``seed``, else ``repeat_number``) and clamping,
+    and the noise *as active in training* (per site, with its repetition). Evaluation-only noise, the experiment name and seml's bookkeeping are left out,
     so every eval-only config finds the one noise-free model trained for it.
     """
     cfg = vc.config
-    g = {k: v for k, v in cfg["general"].items() if k != "experiment_name"}
+    g = {k: v for k, v in cfg["general"].items()
+         if k not in ("experiment_name", "repeat_number", "seed", "train_repeat_number")}
+    g["train_seed"] = vc.train_seed
     data = {k: cfg["data"].get(k) for k in ("dataset", "batch_size", "val_split")}
     model = {"model_class": vc.model_class, "conf_name": vc.conf_name,
              "criterion": cfg["model"].get("criterion", "CrossEntropyLoss"),

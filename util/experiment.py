@@ -80,7 +80,7 @@ def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> 
     dataset = get_dataset(d["dataset"], data_root(d.get("root")), batch_size=d["batch_size"],
                           download=d.get("download", True), val_split=d.get("val_split"))
     dataset.prepare()
-    seed_torch(vc.seed, "init")
+    seed_torch(vc.train_seed, "init")
     model = build_model(cfg["model"], cfg.get("noise_settings"), dataset.dims,
                         dataset.num_classes).to(device)
     weight = None
@@ -169,13 +169,13 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
     epoch_seconds = []
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        seed_torch(p.vc.seed, "train", epoch)
-        loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.seed)
+        seed_torch(p.vc.train_seed, "train", epoch)
+        loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.train_seed)
         tr_loss, tr_acc = train_epoch(p.model, loader, optimizer, p.criterion, clamp=clamp,
                                       progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
         if scheduler is not None:
             scheduler.step()
-        seed_torch(p.vc.seed, "eval", epoch)
+        seed_torch(p.vc.train_seed, "eval", epoch)
         va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
         values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
                   "validation.loss": va_loss, "validation.accuracy": va_acc}
