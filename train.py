@@ -25,18 +25,39 @@ from sacred.observers import FileStorageObserver
 from sacred.utils import SacredError
 from seml import Experiment
 
+# Import everything a run uses here, not lazily: `seml add` imports this file with the project on
+# sys.path only for that import (the config hook runs later), and seml jobs run a copy of just
+# the project modules imported by then (seml's code checkpoint).
+import analysis  # noqa: F401  (midpoint and plots: the walk command)
+import data  # noqa: F401  (datasets: validation and runs)
 from util.config import DEFAULT_CONFIG, ConfigError, to_plain, validate_config
+from util.experiment import run_experiment
 from util.run_store import DEFAULT_RUN_STORE
+from util.unsaved_runs import collect_seml_stats, keep_unsaved_runs
+from util.walk import format_sigma_mid_table, run_walk
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 log = logging.getLogger("walking-noise")
 
-ex = Experiment(name="walking-noise", base_dir=ROOT)
+# seml's resource statistics come from collect_seml_stats, which does not fail a finished run
+# when MongoDB is away; keep_unsaved_runs gives seml's MongoDB observer a folder to keep the
+# run in if it cannot save it (see util/unsaved_runs.py).
+ex = Experiment(name="walking-noise", base_dir=ROOT, collect_stats=False)
 ex.add_config(copy.deepcopy(DEFAULT_CONFIG))
+ex.pre_run_hook(keep_unsaved_runs)
+ex.post_run_hook(collect_seml_stats)
 
 
 def _clean_config(config) -> dict:
     return to_plain({k: v for k, v in dict(config).items()})
+
+
+@ex.capture
+def _open_sections(model, noise_settings, walk):
+    """Never called. These sections take keys beyond the embedded defaults (``model.MLP``,
+    ``noise_settings.default.GaussStd``, ``noise_settings.layer_wise.layer_index``, ...), which
+    sacred's and `seml add`'s "added new config entry" check rejects unless a captured function
+    takes the section; the config hook below validates them instead (unknown keys included)."""
 
 
 @ex.config_hook
@@ -96,8 +117,6 @@ def main(_config, _run, db_collection=None):
     config = _clean_config(_config)
     if config["walk"].get("enabled"):
         return walk(_config, _run, db_collection)
-    from util.experiment import run_experiment
-
     result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
                             db_collection=db_collection, log_metric=_run.log_scalar,
                             progress=True)
@@ -109,13 +128,10 @@ def main(_config, _run, db_collection=None):
 def walk(_config, _run, db_collection=None):
     """Walking sweep in one process: every site x sigma x repeat of the ``walk`` settings on the
     trained model of this config (reused, or trained first)."""
-    from util.walk import run_walk
-
     _quiet_result_logging()
     result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
                       db_collection=db_collection, log_metric=_run.log_scalar, progress=True)
     _summary(result, _run)
-    from util.walk import format_sigma_mid_table
     print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
           f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
           f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)

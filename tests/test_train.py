@@ -188,9 +188,11 @@ def test_weight_clamping_holds_after_training(mnist_root, tmp_path):
 
 def test_sigkill_mid_training_then_rerun_gives_identical_final_metrics(tmp_path):
     data = tmp_path / "data"
-    write_idx_dataset(data / "MNIST" / "raw", n_train=6000, n_test=200)
-    epochs = 4
+    write_idx_dataset(data / "MNIST" / "raw", n_train=4000, n_test=200)
+    epochs = 3
+    # an MLP keeps the epochs short; noise at every site keeps the noise RNG in the check
     upd = base_updates(data, tmp_path / "killed", general={"num_epochs": epochs},
+                       model={"model_class": "MLP", "MLP": {"conf_name": "RL_TFC"}},
                        noise_settings={"default": {"noise_type": "GaussAdd", "GaussStd": 0.1}})
     upd["data"]["batch_size"] = 32
     args = ["-F", str(tmp_path / "runs_killed"), "with", *flatten(upd)]
@@ -221,3 +223,42 @@ def test_sigkill_mid_training_then_rerun_gives_identical_final_metrics(tmp_path)
     reference = json.loads((run_dir / "run.json").read_text())["result"]
     for section in ("training", "validation"):
         assert resumed[section] == reference[section]
+
+
+def test_config_finishing_a_model_another_config_trained_evaluates_under_its_own_noise(
+        mnist_root, tmp_path):
+    """Eval-only jobs next to their noise-free run: one finds the other's complete last.pt
+    (final.pt not yet written) and must not report the other's validation history."""
+    art = tmp_path / "art"
+    eval_a = {"default": {"noise_type": "GaussAdd", "GaussStd": 0.01, "enable_in_training": 0}}
+    eval_b = {"default": {"noise_type": "GaussAdd", "GaussStd": 5.0, "enable_in_training": 0}}
+    a = run_inprocess(base_updates(mnist_root, art, noise_settings=eval_a))
+    assert a["trained"] and len(a["validation"]["accuracy"]) == 2
+    final = Path(a["checkpoint_used"])
+    final.unlink()
+    Path(f"{final}.sha256").unlink()
+    b = run_inprocess(base_updates(mnist_root, art, noise_settings=eval_b))
+    assert b["training_hash"] == a["training_hash"] and b["epochs_run"] == 0
+    assert b["training"] == a["training"]
+    assert len(b["validation"]["accuracy"]) == 1  # evaluated once, under its own noise
+    assert b["validation"]["loss"][0] != a["validation"]["loss"][-1]
+
+
+def test_training_lock_makes_a_second_job_wait(tmp_path):
+    import threading
+    from util.experiment import training_lock
+    order = []
+
+    def holder():
+        with training_lock(tmp_path / "ck"):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    time.sleep(0.1)
+    with training_lock(tmp_path / "ck"):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]

@@ -17,12 +17,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The temporary folders seml copies a code checkpoint into: `seml_sources.XXXXXXXX` (SLURM jobs)
+# and a uuid4 (`seml start --local`).
+_SEML_SOURCE_COPY = re.compile(r"seml_sources\.\w+|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
+
+
+def _project_root() -> Path:
+    """The repository root. A seml job with a code checkpoint (``project_root_dir`` in the YAML)
+    runs a copy of the sources from a temporary folder that is deleted when the job ends, with
+    the project root as its working directory: defaults (artifacts, data, runs) must not land
+    in that copy."""
+    here = Path(__file__).resolve().parent.parent
+    if _SEML_SOURCE_COPY.fullmatch(here.name):
+        return Path.cwd().resolve()
+    return here
+
+
+REPO_ROOT = _project_root()
 ENV_ARTIFACT_ROOT = "WALKING_NOISE_ARTIFACT_ROOT"
 ENV_CLUSTER_MAP = "WALKING_NOISE_CLUSTER_MAP"
 ENV_DATA_ROOT = "WALKING_NOISE_DATA_ROOT"

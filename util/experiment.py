@@ -11,6 +11,8 @@ collection (when running under seml), the local run store, then the artifact roo
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from models import build_model
 
 from .artifacts import load_torch, save_torch, verify
 from .cluster import artifact_root, data_root
-from .config import ValidatedConfig, config_hash, training_hash, validate_config
+from .config import ValidatedConfig, _hash, config_hash, training_hash, validate_config
 from .run_store import iter_runs
 from .training import (best_device, clamp_weights, evaluate, seed_torch,  # noqa: F401
                        train_epoch)
@@ -57,6 +59,8 @@ class TrainOutcome:
     source: str  # 'trained' | 'database' | 'run_store' | 'artifact_root'
     resumed_from_epoch: int = 0
     epoch_seconds: list[float] = field(default_factory=list)
+    #: the validation/test history was measured under this config's evaluation noise
+    history_is_own: bool = True
 
 
 def _match_slurm_cpus() -> None:
@@ -142,6 +146,40 @@ def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in HISTORY_KEYS}
 
 
+def eval_noise_hash(vc: ValidatedConfig) -> str:
+    """Identifies the noise a config's validation runs under (configs sharing one trained
+    model may evaluate it under different noise)."""
+    from noise.config import noise_config_to_dict
+    return _hash([[noise_config_to_dict(c), r] for c, r in zip(vc.site_configs, vc.repetitions)])
+
+
+@contextlib.contextmanager
+def training_lock(checkpoint_dir: Path):
+    """Hold ``<checkpoint dir>/.lock`` while training, so that a second job that needs the same
+    model (an eval-only array next to its noise-free run) waits and then reuses it instead of
+    training it again. A lock the file system cannot take (some network file systems) is
+    skipped: concurrent training is wasteful, never wrong (writes are atomic and training
+    deterministic)."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with open(checkpoint_dir / ".lock", "a+") as f:
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another job is training this model (%s); waiting for it",
+                         checkpoint_dir)
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as err:
+            log.warning("cannot lock %s (%s); training without a lock", checkpoint_dir, err)
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
+
 def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
           ) -> TrainOutcome:
     """Train (resuming from ``last.pt`` if present); write ``last.pt`` each epoch, ``final.pt``."""
@@ -151,7 +189,8 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
     scheduler = None
     if str(cfg["optimizer"].get("lr_scheduler")) == "CosineAnnealingLR":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history, start = _empty_history(), 0
+    history, start, own = _empty_history(), 0, True
+    my_eval = eval_noise_hash(p.vc)
     last = p.checkpoint_dir / "last.pt"
     if verify(last):
         state = load_torch(last, map_location=p.device)
@@ -161,6 +200,7 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
             if scheduler is not None and state.get("scheduler_state"):
                 scheduler.load_state_dict(state["scheduler_state"])
             history, start = state["history"], int(state["epoch"])
+            own = state.get("eval_noise_hash") == my_eval
             log.info("resuming from %s after epoch %d of %d", last, start, epochs)
     clamp = p.vc.weight_clamping
     if clamp is not None and start == 0:
@@ -193,20 +233,26 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
                     "model_state": p.model.state_dict(),
                     "optimizer_state": optimizer.state_dict(),
                     "scheduler_state": scheduler.state_dict() if scheduler else None,
-                    "history": history, "config": p.vc.config},
+                    "history": history, "config": p.vc.config,
+                    "eval_noise_hash": my_eval if own else None},
                    p.checkpoint_dir.parent, f"{p.training_hash}/last.pt")
     state = load_torch(last, map_location="cpu")
     final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
-    return TrainOutcome(history, True, str(final), "trained", start, epoch_seconds)
+    return TrainOutcome(history, True, str(final), "trained", start, epoch_seconds,
+                        history_is_own=own)
 
 
 def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
                          log_metric: MetricLogger | None = None, progress: bool = True
                          ) -> TrainOutcome:
-    """Load the equivalent trained model if one exists; otherwise train it."""
+    """Load the equivalent trained model if one exists; otherwise train it (one job at a time
+    per trained model: others wait, then reuse it)."""
     found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
     if found is None:
-        return train(p, log_metric=log_metric, progress=progress)
+        with training_lock(p.checkpoint_dir):
+            found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
+            if found is None:
+                return train(p, log_metric=log_metric, progress=progress)
     path, source = found
     state = load_torch(path, map_location=p.device)
     p.model.load_state_dict(state["model_state"])
@@ -223,8 +269,9 @@ def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=N
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
                                    log_metric=log_metric, progress=progress)
     history = {k: list(v) for k, v in outcome.history.items()}
-    if not outcome.trained:
-        # the model was trained elsewhere: evaluate it under this config's evaluation noise
+    if not outcome.trained or not outcome.history_is_own:
+        # the model was trained (at least in part) by another config: evaluate it under this
+        # config's evaluation noise
         seed_torch(p.vc.seed, "eval-only")
         history["validation.loss"], history["validation.accuracy"] = \
             map(lambda v: [v], evaluate(p.model, p.dataset.val_loader(p.device), p.criterion))
