@@ -226,6 +226,7 @@ open(sys.argv[2], "w").write(json.dumps(result))
 
 def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_path):
     from util.artifacts import load_torch, verify
+    from util.experiment import latest_checkpoint
 
     epochs = 5
     data = H.tiny_mnist(tmp_path / "data", n_train=4000, n_test=100)  # ~1-2 s per epoch
@@ -253,7 +254,8 @@ def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_pat
         H.seml(col_name, "start", env=env, cwd=tmp_path)
 
         def one_epoch_saved():
-            return verify(last) and load_torch(last)["epoch"] >= 1
+            latest = latest_checkpoint(last.parent)
+            return latest is not None and load_torch(latest)["epoch"] >= 1
         H.wait_until(one_epoch_saved, JOB_WAIT, "the first epoch checkpoint",
                      on_timeout=lambda: H.output_tails(out))
         doc = col.find_one()
@@ -261,7 +263,7 @@ def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_pat
         job = doc["execution"]["array_id"]
         subprocess.run(["scancel", str(job)], env=H.slurm_env(), check=True, timeout=30)
         H.wait_job_gone(job, 60)
-        killed_at = load_torch(last)["epoch"]
+        killed_at = load_torch(latest_checkpoint(last.parent))["epoch"]
         assert 1 <= killed_at < epochs, f"the job finished ({killed_at} epochs) before scancel"
         assert not (last.parent / "final.pt").exists()
 
@@ -432,6 +434,7 @@ def cluster_sh(*args: str) -> subprocess.CompletedProcess:
 
 def test_h_database_away_mid_run_run_is_kept_locally_and_uploaded_later(tmp_path):
     from util.artifacts import load_torch, verify
+    from util.experiment import latest_checkpoint
     from util.unsaved_runs import load_entry
 
     epochs = 5
@@ -455,8 +458,8 @@ def test_h_database_away_mid_run_run_is_kept_locally_and_uploaded_later(tmp_path
         H.seml(col_name, "add", str(yaml_path), env=env, cwd=tmp_path)
         H.seml(col_name, "start", env=env, cwd=tmp_path)
         col = H.mongo_db()[col_name]
-        H.wait_until(lambda: verify(ckpt_dir / "last.pt")
-                     and load_torch(ckpt_dir / "last.pt")["epoch"] >= 1,
+        H.wait_until(lambda: latest_checkpoint(ckpt_dir) is not None
+                     and load_torch(latest_checkpoint(ckpt_dir))["epoch"] >= 1,
                      JOB_WAIT, "the first epoch checkpoint", on_timeout=lambda: H.output_tails(out))
         doc = col.find_one()
         assert doc["status"] == "RUNNING"
@@ -465,7 +468,8 @@ def test_h_database_away_mid_run_run_is_kept_locally_and_uploaded_later(tmp_path
         stop = cluster_sh("stop", "mongo")
         mongo_stopped = True
         assert stop.returncode == 0, stop.stdout + stop.stderr
-        assert load_torch(ckpt_dir / "last.pt")["epoch"] < epochs, "training ended too early"
+        assert load_torch(latest_checkpoint(ckpt_dir))["epoch"] < epochs, \
+            "training ended too early"
 
         # training goes on; at the end sacred cannot save, keeps the run, and the job ends
         H.wait_job_gone(job, JOB_WAIT)

@@ -15,6 +15,7 @@ import torch
 from data_fixtures import write_idx_dataset, write_speech_commands
 from util.artifacts import load_torch
 from util.config import merged_with_defaults
+from util.experiment import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -201,13 +202,14 @@ def test_sigkill_mid_training_then_rerun_gives_identical_final_metrics(tmp_path)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if list(ckpts.glob("*/last.pt")):
+        if list(ckpts.glob("*/epoch_*.pt")):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (last,) = list(ckpts.glob("*/last.pt"))
-    assert 1 <= load_torch(last)["epoch"] < epochs
+    (ckpt_dir,) = list(ckpts.iterdir())
+    latest = latest_checkpoint(ckpt_dir)  # a kill at any moment leaves a verified checkpoint
+    assert latest is not None and 1 <= load_torch(latest)["epoch"] < epochs
     assert not list(ckpts.glob("*/final.pt"))
 
     rerun = run_cli(args)

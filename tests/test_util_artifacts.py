@@ -59,3 +59,16 @@ def test_torch_checkpoint_roundtrip_and_corruption(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="checksum"):
         load_torch(path)
+
+
+def test_epoch_checkpoints_survive_a_torn_write(tmp_path):
+    """A kill between an epoch file and its checksum leaves the previous epoch usable."""
+    from util.experiment import latest_checkpoint, save_epoch_checkpoint
+    d = tmp_path / "checkpoints" / "h"
+    save_epoch_checkpoint(d, 1, {"epoch": 1})
+    save_epoch_checkpoint(d, 2, {"epoch": 2})
+    assert sorted(p.name for p in d.glob("epoch_*.pt")) == ["epoch_0002.pt"]
+    assert load_torch(d / "last.pt")["epoch"] == 2
+    # epoch 3's data landed but its sidecar did not (killed in between)
+    (d / "epoch_0003.pt").write_bytes((d / "epoch_0002.pt").read_bytes() + b"torn")
+    assert load_torch(latest_checkpoint(d))["epoch"] == 2

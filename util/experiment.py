@@ -3,8 +3,9 @@
 
 train.py wires this into sacred/seml; the walk command and the tests call it too.
 
-Checkpoints live under ``<artifact root>/checkpoints/<training hash>/``: ``last.pt`` after every
-epoch (resume), ``final.pt`` when training is complete (reuse). The training hash
+Checkpoints live under ``<artifact root>/checkpoints/<training hash>/``: ``epoch_<k>.pt`` (and
+``last.pt``, the same file) after every epoch (resume), ``final.pt`` when training is complete
+(reuse). The training hash
 (:func:`util.config.training_hash`) leaves out evaluation-only noise, so every eval-only config
 finds the noise-free model trained for it. Lookup order for a trained model: the MongoDB
 collection (when running under seml), the local run store, then the artifact root itself.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,44 @@ def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in HISTORY_KEYS}
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically replace a small text file (a checksum sidecar)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path:
+    """Write ``epoch_<k>.pt`` (atomic, checksummed), point ``last.pt`` at it, then drop older
+    epochs. A kill at any moment leaves at least one complete, verified checkpoint: the
+    previous epoch's file is removed only after the new one is in place."""
+    new = save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/epoch_{epoch:04d}.pt")
+    last = checkpoint_dir / "last.pt"
+    tmp = checkpoint_dir / f".last.pt.{os.getpid()}.tmp"
+    try:
+        os.link(new, tmp)  # no second copy of a large checkpoint where hard links work
+        os.replace(tmp, last)
+        atomic_write_text(Path(f"{last}.sha256"), Path(f"{new}.sha256").read_text())
+    except OSError:
+        if tmp.exists():
+            tmp.unlink()
+        save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/last.pt")
+    for old in checkpoint_dir.glob("epoch_*.pt"):
+        if old != new and old.name < new.name:
+            for path in (old, Path(f"{old}.sha256")):
+                path.unlink(missing_ok=True)
+    return new
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest epoch checkpoint that verifies (``last.pt`` for older layouts), or None."""
+    for path in sorted(checkpoint_dir.glob("epoch_*.pt"), reverse=True):
+        if verify(path):
+            return path
+    last = checkpoint_dir / "last.pt"
+    return last if verify(last) else None
+
+
 def eval_noise_hash(vc: ValidatedConfig) -> str:
     """Identifies the noise a config's validation runs under (configs sharing one trained
     model may evaluate it under different noise)."""
@@ -191,8 +231,8 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history, start, own = _empty_history(), 0, True
     my_eval = eval_noise_hash(p.vc)
-    last = p.checkpoint_dir / "last.pt"
-    if verify(last):
+    last = latest_checkpoint(p.checkpoint_dir)
+    if last is not None:
         state = load_torch(last, map_location=p.device)
         if state.get("training_hash") == p.training_hash and state["epoch"] <= epochs:
             p.model.load_state_dict(state["model_state"])
@@ -229,14 +269,13 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
         epoch_seconds.append(time.perf_counter() - t0)
         log.info("epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% (%.1fs)",
                  epoch + 1, epochs, tr_loss, tr_acc, va_loss, va_acc, epoch_seconds[-1])
-        save_torch({"epoch": epoch + 1, "training_hash": p.training_hash,
-                    "model_state": p.model.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "scheduler_state": scheduler.state_dict() if scheduler else None,
-                    "history": history, "config": p.vc.config,
-                    "eval_noise_hash": my_eval if own else None},
-                   p.checkpoint_dir.parent, f"{p.training_hash}/last.pt")
-    state = load_torch(last, map_location="cpu")
+        save_epoch_checkpoint(p.checkpoint_dir, epoch + 1, {
+            "epoch": epoch + 1, "training_hash": p.training_hash,
+            "model_state": p.model.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict() if scheduler else None,
+            "history": history, "config": p.vc.config,
+            "eval_noise_hash": my_eval if own else None})
+    state = load_torch(latest_checkpoint(p.checkpoint_dir), map_location="cpu")
     final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
     return TrainOutcome(history, True, str(final), "trained", start, epoch_seconds,
                         history_is_own=own)
