@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test run bench clean-venv
+.PHONY: setup test run bench reproduce clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ run: setup
 
 bench: setup
 	$(VPY) benchmarks/run_all.py
+
+# Check the paper's claims on the real Fashion-MNIST and write docs/REPRODUCTION.md
+# (SCALE=smoke: seconds, for testing; small: ~20 min on 2 cores; full: hours).
+SCALE ?= small
+reproduce: setup
+	$(VPY) -m analysis.reproduce --scale $(SCALE)
 
 clean-venv:
 	rm -rf $(VENV)
