@@ -57,13 +57,14 @@ def part_a(store, sample):
     walk_s = _python(["walk", "with", *BASE, f"walk.sigmas={sigmas}"], store)
     walked = _last_result(store)
     n_evals = walked["n_evaluations"]
+    print(f"walk: {n_evals} evaluations, process {walk_s:.1f} s", file=sys.stderr, flush=True)
 
     # the paper's way: one process per eval-only config (sample, extrapolate)
     picks = [(site, DENSE[(7 * i) % len(DENSE)]) for i, site in
              enumerate([0, 5, 9, 15, 2, 11, 7, 13][:sample])]
     per_proc = []
     for site, sigma in picks:
-        lw = json.dumps({"layer_index": site, "noise_type": "GaussAdd", "GaussStd": sigma,
+        lw = repr({"layer_index": site, "noise_type": "GaussAdd", "GaussStd": sigma,
                          "enable_in_training": False, "enable_in_eval": True})
         per_proc.append(_python(["with", *BASE, f"noise_settings.layer_wise={lw}"], store))
     per_proc_mean = sum(per_proc) / len(per_proc)

@@ -1,7 +1,8 @@
 """The noise operator: an ``nn.Module`` that applies one noise config to its input.
 
-Noise is drawn on the input's device and dtype with ``torch.randn_like``; all parameters are
-Python floats, so applying noise never synchronises with the host.
+Noise is drawn on the input's device and dtype (``noise.fast_rng``: a compiled counter-based
+generator for CPU float32, ``torch.randn_like`` otherwise); all parameters are Python floats, so
+applying noise never synchronises with the host.
 
 Repetition (multi-execution): at a site with repetition R the noise draw is repeated R times on
 the same input and the R results are averaged (the layer before it is not recomputed). For every
@@ -17,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from . import fast_rng
 from .config import (GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig,
                      NoNoise, parse_noise_config, validate_repetition)
 
@@ -25,7 +27,7 @@ __all__ = ["NoiseOperator", "apply_noise"]
 
 def _gauss(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """mean + std·z with z ~ N(0, 1) shaped like ``x`` (a fresh tensor, no autograd history)."""
-    z = torch.randn_like(x)
+    z = fast_rng.randn_like(x)
     if std != 1.0:
         z.mul_(std)
     if mean != 0.0:
@@ -49,8 +51,7 @@ def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1) -> to
         if isinstance(config, GaussAdd):
             if std == 0.0:
                 return x + config.GaussMean
-            y = torch.add(x, torch.randn_like(x), alpha=std)  # one fused pass
-            return y.add_(config.GaussMean) if config.GaussMean != 0.0 else y
+            return fast_rng.add_noise(x, std, config.GaussMean)  # one fused pass
         if std == 0.0:
             return x * config.GaussMean
         return x * _gauss(x, config.GaussMean, std)
