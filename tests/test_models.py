@@ -232,3 +232,34 @@ def test_resnet18_injection_applies_noise_at_chosen_site_and_repetition():
     with pytest.raises(ValueError, match=r"0\.\.59"):
         noise.configure(net, {"layer_wise": {"layer_index": 60, "noise_type": "GaussAdd",
                                              "GaussStd": 1.0}})
+
+
+@pytest.mark.parametrize("k,shape", [(2, (3, 6, 24, 24)), (2, (2, 4, 25, 23)), (3, (2, 5, 13, 9)),
+                                     (4, (1, 2, 8, 8))])
+def test_fast_inference_maxpool_is_bit_identical(k, shape):
+    from models.builder import MaxPool2d
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, -1, 1, 1] = float("-inf")
+    x[0, 1, :4, :4] = 0.0                     # ties
+    pool = MaxPool2d(k)
+    with torch.inference_mode():
+        assert pool._fast(x)
+        got = pool(x)
+    ref = torch.nn.functional.max_pool2d(x, k)
+    assert got.shape == ref.shape and got.is_contiguous()
+    assert torch.equal(torch.nan_to_num(got, nan=123.0), torch.nan_to_num(ref, nan=123.0))
+    assert torch.isnan(got[0, 0, 0, 0])
+
+
+def test_maxpool_keeps_torch_kernel_when_recording_gradients():
+    from models.builder import MaxPool2d
+    x = torch.zeros(1, 1, 4, 4, requires_grad=True)   # all ties
+    pool = MaxPool2d(2)
+    assert not pool._fast(x)
+    pool(x).sum().backward()
+    ref = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    torch.nn.functional.max_pool2d(ref, 2).sum().backward()
+    assert torch.equal(x.grad, ref.grad)              # one winner per window, as torch picks
+    assert not MaxPool2d(2, stride=1)._fast(x.detach()) and not MaxPool2d(1)._fast(x.detach())
