@@ -58,6 +58,9 @@ def part_a(store, sample):
     walked = _last_result(store)
     n_evals = walked["n_evaluations"]
     print(f"walk: {n_evals} evaluations, process {walk_s:.1f} s", file=sys.stderr, flush=True)
+    # several evaluations per suffix forward (walk.batch_evals), side by side
+    batched_s = _python(["walk", "with", *BASE, f"walk.sigmas={sigmas}", "walk.batch_evals=8"],
+                        store)
 
     # the paper's way: one process per eval-only config (sample, extrapolate)
     picks = [(site, DENSE[(7 * i) % len(DENSE)]) for i, site in
@@ -84,6 +87,7 @@ def part_a(store, sample):
         "evaluations": n_evals,
         "walk_process_seconds": round(walk_s, 2),
         "walk_sweep_seconds": walked["walk_seconds"],
+        "walk_batch_evals_8_process_seconds": round(batched_s, 2),
         "per_config_process_seconds_mean": round(per_proc_mean, 3),
         "per_config_process_sample": len(per_proc),
         "per_config_processes_extrapolated_seconds": round(per_proc_mean * n_evals, 1),

@@ -74,6 +74,22 @@ def test_prefix_reuse_gives_the_same_accuracy_as_a_full_forward(learnable, tmp_p
     assert fast.evaluate(None) == full.evaluate(None)
 
 
+def test_batched_evaluations_equal_one_by_one(learnable, tmp_path):
+    """Several σ and repeats in one suffix forward: each keeps its own seeded noise."""
+    sigmas = [0.3, 1.0, 3.0, 10.0, 30.0]
+    kw = dict(sigmas=sigmas, repeats=2, sites=[1, 4, 8])
+    one = run_walk(walk_config(learnable, tmp_path, batch_evals=1, **kw), progress=False)
+    many = run_walk(walk_config(learnable, tmp_path, batch_evals=4, **kw), progress=False)
+    assert len(one["evaluations"]) == len(many["evaluations"]) == 3 * 5 * 2
+    accs = [e["accuracy"] for e in one["evaluations"]]
+    assert len(set(accs)) > 10  # the noise really differs between σ and repeats
+    for a, b in zip(one["evaluations"], many["evaluations"]):
+        assert (a["site"], a["sigma"], a["repeat"]) == (b["site"], b["sigma"], b["repeat"])
+        assert a["accuracy"] == b["accuracy"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert one["sigma_mid"] == many["sigma_mid"]
+
+
 def test_midpoint_search_agrees_with_dense_grid_within_005_decade(learnable, tmp_path):
     dense = [10 ** (e / 4) for e in range(-8, 41)]  # 49 points, 1e-2..1e10
     assert len(dense) == 49
@@ -93,6 +109,7 @@ def test_midpoint_search_agrees_with_dense_grid_within_005_decade(learnable, tmp
     ({"sites": [11]}, "walk.sites"), ({"search": "binary"}, "walk.search"),
     ({"sigmas": [-1.0]}, "walk.sigmas"), ({"noise_type": "Gauss"}, "noise_type"),
     ({"repeats": 0}, "walk.repeats"), ({"sigmaz": [1.0]}, "sigmaz"),
+    ({"batch_evals": 0}, "walk.batch_evals"), ({"batch_evals": "many"}, "walk.batch_evals"),
 ])
 def test_bad_walk_settings_name_the_key(walk, key, tmp_path):
     with pytest.raises(ConfigError, match=key):

@@ -63,6 +63,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "tolerance_decades": 0.02,
         "eval_split": "validation",
         "chunk_size": 256,       # samples per forward (small chunks stay in the CPU cache)
+        "batch_evals": "auto",   # evaluations per suffix forward (grid search); auto: 1 on CPU
     },
 }
 

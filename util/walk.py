@@ -8,6 +8,12 @@ is computed once per site and its activations reused for every σ and repeat: on
 after the site runs per evaluation. Noise draws are seeded per (seed, site, σ, repeat), so a
 walk is reproducible and any single evaluation can be recomputed on its own.
 
+``batch_evals`` > 1 batches several evaluations (σ values, repeats) of one site into one forward
+pass of the suffix: each draws its noise from its own seeded generator state, so the results
+are those of the one-by-one evaluations. On a CPU that is slower (a bigger batch leaves the
+cache; measured in ``benchmarks/bench_walk.py``), so ``auto`` means 1 there and 8 on GPUs,
+where small forwards are bound by kernel launches.
+
 ``search='grid'`` evaluates every σ of ``sigmas``; ``search='midpoint'`` finds σ_mid per site
 by bracketing and bisection in log σ (at most ``max_evals`` σ values per site).
 """
@@ -57,6 +63,12 @@ class WalkSettings:
     tolerance_decades: float
     eval_split: str
     chunk_size: int
+    batch_evals: int | str = "auto"
+
+    def evals_per_forward(self, device) -> int:
+        if self.batch_evals != "auto":
+            return int(self.batch_evals)
+        return 1 if torch.device(device).type == "cpu" else 8
 
     def noise(self, sigma: float) -> NoiseConfig:
         """The noise config of one evaluation (active in eval mode only)."""
@@ -91,6 +103,9 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int) -> WalkSettings:
         v = w[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"walk.{key} must be an integer >= 1, got {v!r}")
+    b = w["batch_evals"]
+    if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+        raise ConfigError(f"walk.batch_evals must be 'auto' or an integer >= 1, got {b!r}")
     if w["search"] == "midpoint" and w["max_evals"] < 3:
         raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
     lo_hi = w["sigma_range"]
@@ -110,7 +125,8 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int) -> WalkSettings:
     settings = WalkSettings(w["noise_type"], sigma_key, dict(w["params"] or {}), sigmas,
                             w["repeats"], sites, w["search"],
                             (float(lo_hi[0]), float(lo_hi[1])), w["max_evals"],
-                            float(w["tolerance_decades"]), w["eval_split"], w["chunk_size"])
+                            float(w["tolerance_decades"]), w["eval_split"], w["chunk_size"],
+                            b)
     try:
         settings.noise(1.0)
     except ValueError as err:
@@ -173,6 +189,48 @@ class SiteEvaluator:
             n += yc.shape[0]
         return 100.0 * correct / n, loss_sum / n
 
+    @torch.inference_mode()
+    def evaluate_many(self, site: int, jobs: Sequence[tuple[NoiseConfig, Sequence[Any]]]
+                      ) -> list[tuple[float, float]]:
+        """``evaluate(site, noise)`` for every (noise, seed parts) of ``jobs``, in one suffix
+        forward per chunk. Job i draws its noise as if ``seed_torch(*parts_i)`` had been called
+        before evaluating it alone, so the results equal the one-by-one evaluations (up to
+        float rounding of the bigger batch)."""
+        self._set_site(site)
+        if self._acts is None or len(jobs) == 1:
+            out = []
+            for noise, parts in jobs:
+                seed_torch(*parts)
+                out.append(self.evaluate(site, noise))
+            return out
+        op = self.sites[site].operator
+        cuda = self.x.device.type == "cuda"
+        states = []
+        for _, parts in jobs:
+            seed_torch(*parts)
+            states.append((torch.random.get_rng_state(),
+                           torch.cuda.get_rng_state(self.x.device) if cuda else None))
+        loss_sum = [0.0] * len(jobs)
+        correct = [0] * len(jobs)
+        n = 0
+        for a, (_, yc) in zip(self._acts, self._chunks()):
+            noisy = []
+            for i, (noise, _) in enumerate(jobs):
+                cpu_state, cuda_state = states[i]
+                torch.random.set_rng_state(cpu_state)
+                if cuda:
+                    torch.cuda.set_rng_state(cuda_state, self.x.device)
+                op.config = noise
+                noisy.append(op(a))
+                states[i] = (torch.random.get_rng_state(),
+                             torch.cuda.get_rng_state(self.x.device) if cuda else None)
+            outs = self._suffix(torch.cat(noisy)).split(yc.shape[0])
+            for i, out in enumerate(outs):
+                loss_sum[i] += self.criterion(out, yc).item() * yc.shape[0]
+                correct[i] += (out.argmax(1) == yc).sum().item()
+            n += yc.shape[0]
+        return [(100.0 * c / n, ls / n) for c, ls in zip(correct, loss_sum)]
+
 
 def _gather(loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*[(x, y) for x, y in loader])
@@ -206,10 +264,27 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
                             "repeat": rep, "accuracy": acc, "loss": loss})
         return float(np.mean(accs))
 
+    per_forward = settings.evals_per_forward(device)
+
+    def run_grid(site: int) -> dict[float, float]:
+        jobs = [(sigma, rep) for sigma in settings.sigmas for rep in range(settings.repeats)]
+        accs: dict[float, list[float]] = {}
+        for i in range(0, len(jobs), per_forward):
+            group = jobs[i:i + per_forward]
+            results = ev.evaluate_many(site, [(settings.noise(sigma),
+                                               (seed, "walk", site, sigma, rep))
+                                              for sigma, rep in group])
+            for (sigma, rep), (acc, loss) in zip(group, results):
+                accs.setdefault(sigma, []).append(acc)
+                records.append({"site": site, "site_name": site_names[site],
+                                "noise": noise_config_to_dict(settings.noise(sigma)),
+                                "sigma": sigma, "repeat": rep, "accuracy": acc, "loss": loss})
+        return {s: float(np.mean(a)) for s, a in accs.items()}
+
     bar = _bar(len(sites), progress)
     for site in sites:
         if settings.search == "grid":
-            curve = {s: run(site, s) for s in settings.sigmas}
+            curve = run_grid(site)
         else:
             curve = _bisect(lambda s: run(site, s), settings, (clean_acc + chance) / 2)
         positive = {s: a for s, a in curve.items() if s > 0}
