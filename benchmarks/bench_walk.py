@@ -133,18 +133,29 @@ def part_c(batches=60, rounds=5):
     from util.experiment import prepare
     from util.training import train_epoch
 
-    def make(noise):
+    from noise import fast_rng
+
+    def make(noise, torch_generator=False):
         p = prepare(merged_with_defaults({"device": "cpu", "noise_settings": noise}))
         opt = torch.optim.Adam(p.model.parameters(), lr=1e-3)
         data = [b for _, b in zip(range(batches), p.dataset.train_loader(p.device, 0, 0))]
-        return lambda: train_epoch(p.model, data, opt, p.criterion)
+        if not torch_generator:
+            return lambda: train_epoch(p.model, data, opt, p.criterion)
+
+        def run():
+            with fast_rng.use_torch_generator():
+                train_epoch(p.model, data, opt, p.criterion)
+        return run
 
     clean = {"default": {"noise_type": "NoNoise"}}
     noisy = {"default": {"noise_type": "GaussAdd", "GaussStd": 0.1}}
-    med = interleaved_medians({"no_noise": make(clean), "gauss_add_all_sites": make(noisy)},
+    med = interleaved_medians({"no_noise": make(clean), "gauss_add_all_sites": make(noisy),
+                               "gauss_add_all_sites_torch_randn": make(noisy, True)},
                               rounds=rounds)
     return {"batches_per_round": batches, "seconds": med,
             "ratio_noisy_over_clean": med["gauss_add_all_sites"] / med["no_noise"],
+            "ratio_noisy_torch_randn_over_clean":
+                med["gauss_add_all_sites_torch_randn"] / med["no_noise"],
             "goal_ratio_max": 1.2}
 
 

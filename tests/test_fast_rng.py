@@ -57,8 +57,8 @@ def test_values_are_independent():
         return torch.corrcoef(torch.stack([a, b]))[0, 1].item()
     lim = 5 / math.sqrt(1 << 20)
     assert abs(corr(z[:-1], z[1:])) < lim                      # neighbours
-    blocks = z.view(-1, 512)
-    cos_half, sin_half = blocks[:, :256].reshape(-1), blocks[:, 256:].reshape(-1)
+    blocks = z.view(-1, 2048)
+    cos_half, sin_half = blocks[:, :1024].reshape(-1), blocks[:, 1024:].reshape(-1)
     assert abs(corr(cos_half, sin_half)) < lim                  # the two Box-Muller outputs
     assert abs(corr(cos_half ** 2, sin_half ** 2)) < lim        # ...also in magnitude
     # Independent pairs: the squared radius of two normals is Exp(1/2) (chi-square, 2 dof).
@@ -69,7 +69,56 @@ def test_values_are_independent():
 
 
 @needs_kernel
-@pytest.mark.parametrize("n", [1, 511, 512, 513, 300_001])
+def _reference(seed, n_blocks):
+    """The kernel's documented algorithm in float64 numpy (xoshiro256++ lanes seeded by
+    SplitMix64, Box-Muller with quadrant bits), for comparing values one by one."""
+    import numpy as np
+    M = np.uint64(0xFFFFFFFFFFFFFFFF)
+    GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+    def splitmix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    def rotl(x, k):
+        return ((x << np.uint64(k)) | (x >> np.uint64(64 - k))) & M
+
+    lanes, half = 16, 1024
+    out = []
+    with np.errstate(over="ignore"):
+        for b in range(n_blocks):
+            base = np.uint64(seed) + np.uint64(b * 4 * lanes) * GAMMA
+            idx = np.arange(lanes, dtype=np.uint64) * np.uint64(4)
+            s0, s1, s2, s3 = (splitmix(base + (idx + np.uint64(j)) * GAMMA) for j in (1, 2, 3, 4))
+            words = np.empty((half // lanes, lanes), dtype=np.uint64)
+            for t in range(half // lanes):
+                words[t] = rotl(s0 + s3, 23) + s0
+                tt = s1 << np.uint64(17)
+                s2 = s2 ^ s0; s3 = s3 ^ s1; s1 = s1 ^ s2; s0 = s0 ^ s3; s2 = s2 ^ tt
+                s3 = rotl(s3, 45)
+            w = words.reshape(-1)
+            hi = (w >> np.uint64(32)).astype(np.float64)
+            lo = (w & np.uint64(0xFFFFFFFF)).astype(np.uint64)
+            r = np.sqrt(-2 * np.log((hi + 1) * 2.0 ** -32))
+            quadrant = (lo >> np.uint64(30)).astype(np.float64)
+            phi = (lo & np.uint64(0x3FFFFFFF)).astype(np.float64) * (np.pi / 2) / 2 ** 30
+            theta = quadrant * np.pi / 2 + phi
+            out.append(np.concatenate([r * np.cos(theta), r * np.sin(theta)]))
+    return np.concatenate(out)
+
+
+@needs_kernel
+def test_values_match_the_documented_algorithm():
+    """Catches a wrong polynomial, quadrant or bit use that moments alone could miss."""
+    ref = _reference(0xC0FFEE, 3)
+    got = _raw(3 * 2048, 0xC0FFEE, 1).double().numpy()
+    err = abs(got - ref) / (1 + abs(ref))
+    assert err.max() < 2e-6, err.max()
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", [1, 2047, 2048, 2049, 300_001])
 def test_same_values_for_every_thread_count(n):
     one = _raw(n, 99, 1)
     for t in (2, 3, 8):

@@ -1,16 +1,18 @@
 /* Fast, counter-based standard normal samples for CPU float32 tensors.
  *
- * Value k of a call with seed s depends only on (s, k): element pairs are numbered, pair p of
- * block b (BLOCK values each) takes the 64-bit SplitMix64 output at counter b*HALF + p, whose
- * two 32-bit halves feed one Box-Muller transform (cos half first, sin half second). So the
- * output is the same for every thread count and chunking, and calls with different seeds are
- * independent streams (SplitMix64 with the seed as its starting state).
+ * Values are made in blocks of BLOCK. Block b of a call with seed s runs LANES xoshiro256++
+ * generators side by side, lane l seeded with the SplitMix64 outputs at counters
+ * 4 (LANES b + l) + 1..4 of the stream that starts at s; step t of lane l gives the 64-bit word
+ * of pair p = t LANES + l. Its high 32 bits make the radius sqrt(-2 ln u1), u1 in (0, 1]; of
+ * its low 32 bits, the top two pick the quadrant and the other 30 the angle within it. Pair p
+ * fills values p (cos) and HALF + p (sin) of the block. So value k depends only on (s, k): the
+ * same for every thread count and chunking.
  *
- * Built by noise/fast_rng.py with -O3 -ffast-math -fopenmp, so that logf, sinf and cosf
- * vectorise through glibc's libmvec and the threads come from the OpenMP runtime that torch has
- * already loaded (libgomp.so.1): its workers are the ones torch just used and are still hot,
- * whereas threads of our own would compete with them for the cores. Without OpenMP the work is
- * split over pthreads.
+ * ln, sin and cos are short polynomials (below) rather than libm calls, so that the whole
+ * transform vectorises with any compiler and C library. Built by noise/fast_rng.py with
+ * -O3 -ffast-math -fopenmp: the threads come from the OpenMP runtime that torch has already
+ * loaded (libgomp.so.1), whose workers torch just used and are still hot; threads of our own
+ * would compete with them for the cores. Without OpenMP the work is split over pthreads.
  */
 #include <math.h>
 #ifdef _OPENMP
@@ -20,10 +22,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BLOCK 512
+#define BLOCK 2048
 #define HALF (BLOCK / 2)
 
-int wn_fastgauss_version(void) { return 1; }
+int wn_fastgauss_version(void) { return 2; }
 
 static inline uint64_t splitmix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -31,21 +33,76 @@ static inline uint64_t splitmix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+#define LANES 16
+
+/* ln(u) for u in (0, 1] (normal floats), to ~1e-7: u = m 2^e with m in [sqrt(1/2), sqrt(2)),
+ * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172, series to t^9. */
+static inline float log_unit(float u) {
+    union { float f; uint32_t i; } x = {u};
+    int32_t e = (int32_t)(x.i >> 23) - 127;
+    x.i = (x.i & 0x007FFFFFu) | 0x3F800000u;          /* m in [1, 2) */
+    float m = x.f;
+    const int big = m > 1.41421356f;
+    m = big ? 0.5f * m : m;
+    e += big;
+    const float t = (m - 1.0f) / (m + 1.0f), t2 = t * t;
+    const float series = t * (2.0f + t2 * (0.6666666667f + t2 * (0.4f + t2 * (0.2857142857f
+                          + t2 * 0.2222222222f))));
+    return (float)e * 0.6931471805599453f + series;
+}
+
+/* sin and cos of phi in [0, pi/2), Taylor series to x^11 / x^12 (error < 6e-8). */
+static inline void sincos_quarter(float x, float *s, float *c) {
+    const float x2 = x * x;
+    *s = x * (1.0f + x2 * (-1.6666666667e-1f + x2 * (8.3333333333e-3f + x2 * (-1.9841269841e-4f
+             + x2 * (2.7557319224e-6f + x2 * -2.5052108385e-8f)))));
+    *c = 1.0f + x2 * (-0.5f + x2 * (4.1666666667e-2f + x2 * (-1.3888888889e-3f
+             + x2 * (2.4801587302e-5f + x2 * (-2.7557319224e-7f + x2 * 2.0876756988e-9f)))));
+}
+#define GAMMA 0x9E3779B97F4A7C15ULL
+
 /* BLOCK standard normals of block b into z. */
 static void normal_block(uint64_t seed, int64_t b, float *restrict z) {
-    float r[HALF], a[HALF];
-    const uint64_t base = seed + (uint64_t)b * HALF * 0x9E3779B97F4A7C15ULL;
-    for (int p = 0; p < HALF; p++) {
-        uint64_t v = splitmix64(base + (uint64_t)(p + 1) * 0x9E3779B97F4A7C15ULL);
-        /* u1 in (0, 1]: never 0, so the log is finite; tails reach sqrt(64 ln 2) = 6.66 */
-        float u1 = ((float)(uint32_t)(v >> 32) + 1.0f) * 2.3283064365386963e-10f;
-        float u2 = (float)(uint32_t)v * 2.3283064365386963e-10f;
-        r[p] = u1;
-        a[p] = 6.283185307179586f * u2;
+    uint64_t s0[LANES], s1[LANES], s2[LANES], s3[LANES];
+    uint64_t bits[HALF];
+    const uint64_t base = seed + (uint64_t)b * (4 * LANES) * GAMMA;
+    for (int l = 0; l < LANES; l++) {
+        s0[l] = splitmix64(base + (uint64_t)(4 * l + 1) * GAMMA);
+        s1[l] = splitmix64(base + (uint64_t)(4 * l + 2) * GAMMA);
+        s2[l] = splitmix64(base + (uint64_t)(4 * l + 3) * GAMMA);
+        s3[l] = splitmix64(base + (uint64_t)(4 * l + 4) * GAMMA);
     }
-    for (int p = 0; p < HALF; p++) r[p] = sqrtf(-2.0f * logf(r[p]));
-    for (int p = 0; p < HALF; p++) z[p] = r[p] * cosf(a[p]);
-    for (int p = 0; p < HALF; p++) z[HALF + p] = r[p] * sinf(a[p]);
+    for (int step = 0; step < HALF / LANES; step++) {
+        for (int l = 0; l < LANES; l++) {
+            uint64_t v = rotl64(s0[l] + s3[l], 23) + s0[l];
+            uint64_t t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = rotl64(s3[l], 45);
+            bits[step * LANES + l] = v;
+        }
+    }
+    for (int p = 0; p < HALF; p++) {
+        const uint64_t v = bits[p];
+        /* radius: u1 in (0, 1], sqrt(-2 ln u1) */
+        const float u1 = ((float)(uint32_t)(v >> 32) + 1.0f) * 2.3283064365386963e-10f;
+        const float r = sqrtf(-2.0f * log_unit(u1));
+        /* angle: 2 bits pick the quadrant, 30 bits the angle within it */
+        const uint32_t lo = (uint32_t)v;
+        const float phi = (float)(lo & 0x3FFFFFFFu) * (1.5707963267948966f / 1073741824.0f);
+        float c, s;
+        sincos_quarter(phi, &s, &c);
+        const float c1 = (lo & 0x40000000u) ? -s : c;
+        const float s1 = (lo & 0x40000000u) ? c : s;
+        const float sign = (lo & 0x80000000u) ? -r : r;
+        z[p] = sign * c1;
+        z[HALF + p] = sign * s1;
+    }
 }
 
 typedef struct {
@@ -77,7 +134,7 @@ static void *run_job(void *arg) {
 }
 
 #define MAX_THREADS 256
-#define MIN_BLOCKS_PER_THREAD 64 /* 32768 values: below that a thread costs more than it saves */
+#define MIN_BLOCKS_PER_THREAD 16 /* 32768 values: below that a thread costs more than it saves */
 
 static void dispatch(float *out, const float *x, int64_t n, uint64_t seed, float mean, float std,
                      int nthreads) {
