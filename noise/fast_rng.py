@@ -82,9 +82,13 @@ def _flag_sets(cpu: str) -> list[list[str]]:
 
 
 def _compile(cc: str, flags: list[str], target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".so.tmp")
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".so.tmp")
+        os.close(fd)
+    except OSError as e:  # a read-only or full cache directory: fall back to torch
+        log.info("fast_rng: cannot write to %s: %s", target.parent, e)
+        return False
     cflags = [f for f in flags if not f.startswith("-l")]
     libs = [f for f in flags if f.startswith("-l")]
     try:

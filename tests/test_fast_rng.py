@@ -179,9 +179,10 @@ print(fast_rng.available(), bool(torch.allclose(y, ref)), round(y.std().item(), 
 """
 
 
-@pytest.mark.parametrize("env", [{"WN_FAST_RNG": "0"}, {"CC": "/nonexistent/cc"}])
+@pytest.mark.parametrize("env", [{"WN_FAST_RNG": "0"}, {"CC": "/nonexistent/cc"},
+                                 {"WN_CACHE_DIR": "/proc/no-such-dir/cache"}])
 def test_fallback_is_torch_randn(tmp_path, env):
-    out = _python(FALLBACK_PROBE, WN_CACHE_DIR=str(tmp_path), **env)
+    out = _python(FALLBACK_PROBE, **{"WN_CACHE_DIR": str(tmp_path), **env})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True", "2.0"]
     assert not list(tmp_path.glob("*.so"))
