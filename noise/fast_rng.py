@@ -2,7 +2,7 @@
 
 On the CPU, noise injection is bound by the random number generator: torch draws normals from
 one serial Mersenne Twister (~3 ns per value here), which made noisy training ~2x slower than
-clean training. ``noise/csrc/fastgauss.c`` is a counter-based generator (xoshiro256++ lanes
+clean training. The kernel (C source in ``noise/_fastgauss_c.py``) is a counter-based generator (xoshiro256++ lanes
 seeded by SplitMix64 counters, into a vectorised Box-Muller transform, split across torch's
 threads): ~0.6 ns per value on one core and ~0.3 ns on two here.
 
@@ -34,12 +34,13 @@ from pathlib import Path
 
 import torch
 
+from ._fastgauss_c import C_SOURCE
+
 __all__ = ["available", "randn_like", "add_noise", "library_path", "use_torch_generator",
            "MIN_NUMEL"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "fastgauss.c"
 MIN_NUMEL = 2048          # below this the ctypes call costs more than torch's generator
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -92,9 +93,12 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
     cflags = [f for f in flags if not f.startswith("-l")]
     libs = [f for f in flags if f.startswith("-l")]
     try:
+        src = tmp[:-len(".so.tmp")] + ".c"
         obj = tmp[:-len(".so.tmp")] + ".o"
+        with open(src, "w") as f:
+            f.write(C_SOURCE)
         c = [f for f in cflags if f != "-shared"]
-        r1 = subprocess.run([cc, *c, "-c", str(SOURCE), "-o", obj], capture_output=True,
+        r1 = subprocess.run([cc, *c, "-c", src, "-o", obj], capture_output=True,
                             text=True, timeout=120)
         if r1.returncode != 0:
             log.debug("fast_rng: %s failed: %s", " ".join(c), r1.stderr[-500:])
@@ -102,7 +106,6 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
         link = cflags
         r2 = subprocess.run([cc, *link, obj, "-o", tmp, *libs], capture_output=True, text=True,
                             timeout=120)
-        os.unlink(obj)
         if r2.returncode != 0:
             log.debug("fast_rng: link %s failed: %s", " ".join(link + libs), r2.stderr[-500:])
             return False
@@ -112,8 +115,9 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
         log.debug("fast_rng: build failed: %s", e)
         return False
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in (tmp, tmp[:-len(".so.tmp")] + ".c", tmp[:-len(".so.tmp")] + ".o"):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def _load(path: Path) -> ctypes.CDLL | None:
@@ -143,30 +147,39 @@ def _load(path: Path) -> ctypes.CDLL | None:
 
 
 def _init() -> None:
-    global _lib, _state, _path
+    global _state
     with _lock:
         if _state != "unloaded":
             return
         if not _enabled():
             _state = "off"
             return
-        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        cpu = _cpu_signature()
-        source = SOURCE.read_bytes()
-        for flags in _flag_sets(cpu) if cc else []:
-            key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), cc.encode(),
-                                             cpu.encode(), platform.machine().encode()]))
-            target = _cache_dir() / f"fastgauss-{key.hexdigest()[:16]}.so"
-            if not target.exists() and not _compile(cc, flags, target):
-                continue
-            lib = _load(target)
-            if lib is not None:
-                _lib, _path, _state = lib, target, "ok"
-                log.debug("fast_rng: using %s", target)
-                return
-        _state = "failed"
-        log.info("fast_rng: no compiled Gaussian kernel (compiler %s); noise uses torch.randn",
-                 cc or "not found")
+        try:
+            _find_or_build()
+        except Exception as e:  # never let the fast path break an experiment
+            log.warning("fast_rng: %s: %s; noise uses torch.randn", type(e).__name__, e)
+            _state = "failed"
+
+
+def _find_or_build() -> None:
+    global _lib, _state, _path
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cpu = _cpu_signature()
+    for flags in _flag_sets(cpu) if cc else []:
+        key = hashlib.sha256(b"\0".join([C_SOURCE.encode(), " ".join(flags).encode(),
+                                         cc.encode(), cpu.encode(),
+                                         platform.machine().encode()]))
+        target = _cache_dir() / f"fastgauss-{key.hexdigest()[:16]}.so"
+        if not target.exists() and not _compile(cc, flags, target):
+            continue
+        lib = _load(target)
+        if lib is not None:
+            _lib, _path, _state = lib, target, "ok"
+            log.debug("fast_rng: using %s", target)
+            return
+    _state = "failed"
+    log.info("fast_rng: no compiled Gaussian kernel (compiler %s); noise uses torch.randn",
+             cc or "not found")
 
 
 def available() -> bool:

@@ -199,3 +199,19 @@ def test_fresh_cache_builds_once_and_is_reused(tmp_path):
     second = _python(code, WN_CACHE_DIR=str(tmp_path))
     assert second.stdout.split()[1] == path and Path(path).stat().st_mtime_ns == mtime
     assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no temporaries left
+
+
+@needs_kernel
+def test_works_from_a_copy_of_the_python_sources_only(tmp_path):
+    """seml runs jobs from its stored copy of the .py sources: the kernel must build there."""
+    (tmp_path / "src" / "noise").mkdir(parents=True)
+    for f in (ROOT / "noise").glob("*.py"):
+        (tmp_path / "src" / "noise" / f.name).write_text(f.read_text())
+    code = ("import noise, torch; from noise import fast_rng; "
+            "print(fast_rng.available(), noise.__file__.startswith(%r))" % str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "src", capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "WN_CACHE_DIR": str(tmp_path / "cache"),
+                              "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]

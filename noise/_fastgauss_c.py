@@ -1,4 +1,11 @@
-/* Fast, counter-based standard normal samples for CPU float32 tensors.
+"""C source of the compiled Gaussian kernel used by :mod:`noise.fast_rng`.
+
+It lives in a Python module, not a ``.c`` file, so that it travels with the code wherever
+Python sources go: seml stores an experiment's Python sources in MongoDB and runs jobs from a
+restored copy that holds ``.py`` files only.
+"""
+
+C_SOURCE = r"""/* Fast, counter-based standard normal samples for CPU float32 tensors.
  *
  * Values are made in blocks of BLOCK. Block b of a call with seed s runs LANES xoshiro256++
  * generators side by side, lane l seeded with the SplitMix64 outputs at counters
@@ -181,3 +188,4 @@ void wn_add_normal_f32(float *out, const float *x, int64_t n, uint64_t seed, flo
                        float std, int nthreads) {
     dispatch(out, x, n, seed, mean, std, nthreads);
 }
+"""
