@@ -829,6 +829,17 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
     rel = lambda key: os.path.relpath(figs[key], out_dir)  # noqa: E731
     L: list[str] = []
     w = L.append
+
+    def details(summary: str, table: str) -> None:
+        w(f"<details><summary>{summary}</summary>\n")
+        w(table)
+        w("\n</details>\n")
+
+    def model_figures(prefix: str, caption: str) -> None:
+        for m in s.models:
+            if f"{prefix}_{m}" in figs:
+                w(f"![{m}: {caption}]({rel(f'{prefix}_{m}')})")
+
     wall = rep.facts.get("wall_seconds", math.nan)
     dataset = rep.config(s.models[0])["data"]["dataset"]
     pretty = {"FashionMNIST": "Fashion-MNIST"}.get(dataset, dataset)
@@ -913,20 +924,17 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
                          {"mean_gain_pp": lambda v: f"{v:+.1f}",
                           "mean_abs_w_ratio": lambda v: "n/a" if math.isnan(v) else f"{v:.2f}"}))
         w("")
-        w("<details><summary>every (site, σ) point</summary>\n")
-        w(markdown_table(ap, {"model": "model", "site_name": "site", "factor": "f",
-                              "sigma": "σ", "acc_clean_trained": "clean-trained (%)",
-                              "acc_noise_trained": "noise-trained (%)",
-                              "std_noise_trained": "± (std over draws)",
-                              "noise_free_acc_noise_trained": "noise-trained, no noise (%)",
-                              "level": "midpoint level (%)"},
-                         {"acc_clean_trained": _pct, "acc_noise_trained": _pct,
-                          "std_noise_trained": _pct, "noise_free_acc_noise_trained": _pct,
-                          "level": _pct}))
-        w("\n</details>\n")
-        for m in s.models:
-            if f"a_{m}" in figs:
-                w(f"![{m}: σ_mid clean vs noise-trained]({rel(f'a_{m}')})")
+        details("every (site, σ) point",
+                markdown_table(ap, {"model": "model", "site_name": "site", "factor": "f",
+                                    "sigma": "σ", "acc_clean_trained": "clean-trained (%)",
+                                    "acc_noise_trained": "noise-trained (%)",
+                                    "std_noise_trained": "± (std over draws)",
+                                    "noise_free_acc_noise_trained": "noise-trained, no noise (%)",
+                                    "level": "midpoint level (%)"},
+                               {"acc_clean_trained": _pct, "acc_noise_trained": _pct,
+                                "std_noise_trained": _pct, "noise_free_acc_noise_trained": _pct,
+                                "level": _pct}))
+        model_figures("a", "σ_mid clean vs noise-trained")
         w("")
 
     # ---- (b)
@@ -950,12 +958,9 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
                                  "same_as_unclamped": "weights identical to unclamped"},
                          {"noise_free_acc": _pct, "acc_at_sigma": _pct}))
         w("")
-        w("<details><summary>mean |w| per layer</summary>\n")
-        w(markdown_table(_wide(bw, ["model", "layer"], "variant", "mean_abs")))
-        w("\n</details>\n")
-        for m in s.models:
-            if f"b_{m}" in figs:
-                w(f"![{m}: weight histograms]({rel(f'b_{m}')})")
+        details("mean |w| per layer",
+                markdown_table(_wide(bw, ["model", "layer"], "variant", "mean_abs")))
+        model_figures("b", "weight histograms")
         w("")
 
     # ---- (c)
@@ -983,17 +988,14 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
                          {"acc_noise_trained": _pct, "acc_clean_trained": _pct,
                           "non_finite_noise_trained": lambda v: f"{100 * v:.0f} %"}))
         w("")
-        w("<details><summary>binarisation index per layer</summary>\n")
         cbl = cb.assign(condition=[
             ("clean" if p == "—" else f"{re.sub(r' [(].*[)]', '', p)}, σ={_fmt(sg)}")
             for p, sg in zip(cb["placement"], cb["sigma"])])
-        w(markdown_table(_wide(cbl, ["model", "layer"], "condition", "binarisation_index")))
-        w("\n</details>\n")
+        details("binarisation index per layer",
+                markdown_table(_wide(cbl, ["model", "layer"], "condition", "binarisation_index")))
         if "c_accuracy" in figs:
             w(f"![GaussMul accuracy vs σ]({rel('c_accuracy')})")
-        for m in s.models:
-            if f"c_{m}" in figs:
-                w(f"![{m}: weights, clean vs most binarised GaussMul-trained]({rel(f'c_{m}')})")
+        model_figures("c", "weights, clean vs most binarised GaussMul-trained")
         w("")
 
     # ---- (d)
@@ -1034,12 +1036,11 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
                          sort=False).reset_index()
     w(markdown_table(piv, formats={m: _pct for m in s.models}))
     w("")
-    w("<details><summary>the plans (R per site, in site order)</summary>\n")
-    w(markdown_table(pl[pl["plan"] != "none (R=1)"],
-                     {"model": "model", "budget": "b", "plan": "plan", "repetitions": "R",
-                      "accuracy": "accuracy (%)", "std": "± (std over draws)"},
-                     {"accuracy": _pct, "std": _pct}))
-    w("\n</details>\n")
+    details("the plans (R per site, in site order)",
+            markdown_table(pl[pl["plan"] != "none (R=1)"],
+                           {"model": "model", "budget": "b", "plan": "plan", "repetitions": "R",
+                            "accuracy": "accuracy (%)", "std": "± (std over draws)"},
+                           {"accuracy": _pct, "std": _pct}))
 
     # ---- differences
     w("## Where this differs from the paper, and why it may\n")
