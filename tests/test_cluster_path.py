@@ -7,7 +7,8 @@ collection(s) and tmp folders and deletes its collection afterwards.
 
   a  add + start a tiny YAML: COMPLETED, per-epoch lists from seml.get_results
   b  the checkpoint: under the configured artifact root, verified, its path in the result
-  c  an eval-only experiment in the same collection reuses it through the database
+  c  an eval-only experiment in the same collection reuses it through the database; a walk
+     (`walk.enabled: true`) does too and stores every evaluation, which the analysis expands
   d  a config that fails at run time ends FAILED; `print-fail-trace` shows the traceback
   e  scancel mid-training, detect-killed, reset, start: resumes, same metrics as uninterrupted
   f  a dummy secret in seml's MongoDB config and in the environment at `add`: in no result,
@@ -180,6 +181,36 @@ def test_c_eval_only_experiment_reuses_the_checkpoint_through_the_database(train
     # nothing was trained for it: no other checkpoint folder appeared
     assert sorted(p.name for p in (trained.art / "checkpoints").iterdir()) == \
         sorted(d["result"]["training_hash"] for d in trained.docs)
+
+
+def test_c2_walk_under_seml_reuses_the_model_and_stores_every_evaluation(trained):
+    """`walk.enabled: true` in a YAML: the walk is the experiment, run by a SLURM job."""
+    fixed = dict(trained.fixed)
+    fixed.update({"general.repeat_number": 0, "walk.enabled": True,
+                  "walk.sigmas": [0.1, 1.0, 10.0, 1000.0], "walk.repeats": 2})
+    yaml_path = H.write_yaml(trained.tmp / "walk.yaml", name=trained.col_name,
+                             output_dir=trained.out, fixed=fixed, description="walk of repeat 0")
+    before = {d["_id"] for d in trained.col.find({}, {"_id": 1})}
+    H.seml(trained.col_name, "add", str(yaml_path), env=trained.env, cwd=trained.tmp)
+    H.seml(trained.col_name, "start", env=trained.env, cwd=trained.tmp)
+    docs = H.wait_for_terminal(trained.col, len(before) + 1, JOB_WAIT, trained.out)
+    (new,) = [d for d in docs if d["_id"] not in before]
+    assert new["status"] == "COMPLETED", new.get("fail_trace")
+    (source,) = [d for d in trained.docs if d["config"]["general"]["repeat_number"] == 0]
+    res = new["result"]
+    assert res["trained"] is False and res["checkpoint_source"] == "database"
+    assert res["checkpoint_used"] == source["result"]["artifacts"]["checkpoint"]
+    n_sites = len(res["sites"])
+    assert n_sites > 3 and res["n_evaluations"] == n_sites * 4 * 2
+    assert len(res["evaluations"]) == res["n_evaluations"]
+    assert set(res["sigma_mid"]) == set(res["sites"])
+    assert {e["sigma"] for e in res["evaluations"]} == {0.1, 1.0, 10.0, 1000.0}
+    # the analysis reads the walk from the database like individual eval-only runs
+    from analysis import load_results
+    df = load_results(f"mongodb:{trained.col_name}", {"_id": new["_id"]})
+    assert len(df) == res["n_evaluations"]
+    assert set(df["sigma"]) == {0.1, 1.0, 10.0, 1000.0}
+    assert df["site"].nunique() == n_sites
 
 
 # ------------------------------------------------------------------ d: failure at run time

@@ -73,6 +73,7 @@ def expected_files():
             reps = 400 if (ds, fam) == ("MNIST", "LeNet") else 100
             out[f"multi_run_layers/{ds}_{fam}_uniform.yaml"] = 2 * 7 * reps
     out["examples/tiny_mnist.yaml"] = 9
+    out["walks/FashionMNIST.yaml"] = 4 * 3 * 2   # models x repeats x noise types
     return out
 
 
@@ -138,7 +139,7 @@ def test_every_shipped_yaml_expands_and_validates(shipped):
 def test_experiment_counts_are_the_issues(shipped):
     counts = {f: s["n"] for f, s in shipped.items()}
     assert counts == expected_files()
-    assert sum(counts.values()) == 445237
+    assert sum(counts.values()) == 445237 + 24
 
 
 def test_layer_wise_walks_every_site_of_its_model_and_no_more(shipped):
@@ -150,6 +151,23 @@ def test_layer_wise_walks_every_site_of_its_model_and_no_more(shipped):
             == list(range(SITES[conf])), f
         assert values(shipped[f], "noise_settings.layer_wise.enable_in_training") == [0, 1]
         assert values(shipped[f], "general.repeat_number") == [3, 4, 5]
+
+
+def test_walks_reuse_the_no_noise_models_and_walk_every_site(shipped):
+    from util.config import training_hash, validate_config
+
+    def hashes(rel):
+        return {training_hash(validate_config(e.config))
+                for e in vcf.expand_file(CONFIGS / rel).experiments}
+
+    s = shipped["walks/FashionMNIST.yaml"]
+    assert values(s, "walk.enabled") == [True] and values(s, "walk.search") == ["midpoint"]
+    assert values(s, "walk.sites") == [None]   # every site of the model
+    assert values(s, "walk.noise_type") == ["GaussAdd", "GaussMul"]
+    walks = hashes("walks/FashionMNIST.yaml")
+    assert len(walks) == 4 * 3  # one trained model per (model, repeat), shared by noise types
+    assert walks <= hashes("FashionMNIST/LeNet_no_noise.yaml") | \
+        hashes("FashionMNIST/MLP_no_noise.yaml")
 
 
 def test_layer_wise_noise_grids(shipped):
