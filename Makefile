@@ -17,6 +17,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q $(TORCH_PIN)
 	$(VPY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(TORCH_PIN)
+	@# build the CPU noise kernel now (it would otherwise be built on first use); never fatal
+	-$(VPY) -c "from noise import fast_rng; print('noise kernel:', fast_rng.library_path() or 'not built, noise uses torch.randn')"
 	touch $(STAMP)
 
 test: setup
