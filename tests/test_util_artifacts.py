@@ -72,3 +72,32 @@ def test_epoch_checkpoints_survive_a_torn_write(tmp_path):
     # epoch 3's data landed but its sidecar did not (killed in between)
     (d / "epoch_0003.pt").write_bytes((d / "epoch_0002.pt").read_bytes() + b"torn")
     assert load_torch(latest_checkpoint(d))["epoch"] == 2
+
+
+@pytest.mark.parametrize("write", ["bytes", "copy"])
+def test_a_file_is_never_visible_before_its_checksum(tmp_path, monkeypatch, write):
+    """A job killed between the two renames of a write: whatever is visible verifies."""
+    import os
+
+    import util.artifacts as A
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"payload" * 1000)
+    real_replace, calls = os.replace, []
+
+    def replace_then_die(a, b):
+        calls.append(str(b))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the data file and its sidecar")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(A.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        if write == "bytes":
+            A.atomic_write_bytes(tmp_path / "out" / "f.bin", src.read_bytes())
+        else:
+            A.atomic_copy(src, tmp_path / "out", "f.bin")
+    monkeypatch.setattr(A.os, "replace", real_replace)
+    target = tmp_path / "out" / "f.bin"
+    assert calls[0].endswith(".sha256")          # the sidecar went first
+    assert not target.exists() or A.verify(target)
+    assert not target.exists()

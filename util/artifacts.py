@@ -57,12 +57,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically replace a small text file (a checksum sidecar)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, with its ``.sha256`` sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
-    for target, payload in ((path, data), (Path(f"{path}.sha256"), digest.encode())):
+    # The sidecar first: once ``path`` is visible it verifies (a job killed between the two
+    # leaves only a sidecar, which verifies nothing).
+    for target, payload in ((Path(f"{path}.sha256"), digest.encode()), (path, data)):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -91,12 +101,12 @@ def atomic_copy(src: str | os.PathLike, root: str | os.PathLike, name: str) -> P
             os.fsync(fout.fileno())
         if sha256_file(tmp) != expected:
             raise ArtifactError(f"copy of {src} to {dst} does not match its checksum")
+        atomic_write_text(Path(f"{dst}.sha256"), expected)  # before the file, as above
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    Path(f"{dst}.sha256").write_text(expected)
     _fsync_dir(dst.parent)
     return dst
 

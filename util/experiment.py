@@ -26,7 +26,7 @@ from torch import nn
 
 from models import build_model
 
-from .artifacts import load_torch, save_torch, verify
+from .artifacts import atomic_write_text, load_torch, save_torch, verify
 from .cluster import artifact_root, data_root
 from .config import ValidatedConfig, _hash, config_hash, training_hash, validate_config
 from .run_store import iter_runs
@@ -148,13 +148,6 @@ def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in HISTORY_KEYS}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomically replace a small text file (a checksum sidecar)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path:
     """Write ``epoch_<k>.pt`` (atomic, checksummed), point ``last.pt`` at it, then drop older
     epochs. A kill at any moment leaves at least one complete, verified checkpoint: the
@@ -164,8 +157,8 @@ def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path
     tmp = checkpoint_dir / f".last.pt.{os.getpid()}.tmp"
     try:
         os.link(new, tmp)  # no second copy of a large checkpoint where hard links work
-        os.replace(tmp, last)
         atomic_write_text(Path(f"{last}.sha256"), Path(f"{new}.sha256").read_text())
+        os.replace(tmp, last)
     except OSError:
         if tmp.exists():
             tmp.unlink()
