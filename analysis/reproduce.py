@@ -28,7 +28,6 @@ the document's numbers.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -140,15 +139,6 @@ def _sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _deep_update(dst: dict, src: Mapping) -> dict:
-    for k, v in src.items():
-        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
-            _deep_update(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
-    return dst
-
-
 def _noise(noise_type: str, sigma: float, *, training: bool) -> dict[str, Any]:
     return {"noise_type": noise_type, "GaussStd": float(sigma),
             "enable_in_training": 1 if training else 0, "enable_in_eval": 0 if training else 1}
@@ -200,7 +190,7 @@ class Reproduction:
 
     def config(self, model: str, *, noise_settings: Mapping[str, Any] | None = None,
                clamp: bool = False, walk: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        from util.config import merged_with_defaults
+        from util.config import deep_update, merged_with_defaults
         family = MODELS[model]
         updates: dict[str, Any] = {
             "general": {"num_epochs": self.scale.epochs, "repeat_number": self.seed,
@@ -211,7 +201,7 @@ class Reproduction:
             "artifact_root": str(self.artifact_root),
             "device": self.device,
         }
-        _deep_update(updates, self.overrides)
+        deep_update(updates, self.overrides)
         if noise_settings is not None:
             updates["noise_settings"] = dict(noise_settings)
         if clamp:

@@ -36,7 +36,7 @@ import torch
 
 from ._fastgauss_c import C_SOURCE
 
-__all__ = ["available", "randn_like", "add_noise", "library_path", "use_torch_generator",
+__all__ = ["available", "normal_like", "add_noise", "library_path", "use_torch_generator",
            "MIN_NUMEL"]
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def _flag_sets(cpu: str) -> list[list[str]]:
 
 
 def _compile(cc: str, flags: list[str], target: Path) -> bool:
+    """Build the kernel into ``target`` (atomically: concurrent builds, e.g. of array jobs,
+    are harmless); False when the compiler refuses the flags or the folder is unwritable."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".so.tmp")
@@ -90,32 +92,23 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
     except OSError as e:  # a read-only or full cache directory: fall back to torch
         log.info("fast_rng: cannot write to %s: %s", target.parent, e)
         return False
-    cflags = [f for f in flags if not f.startswith("-l")]
-    libs = [f for f in flags if f.startswith("-l")]
+    src = tmp[:-len(".so.tmp")] + ".c"
     try:
-        src = tmp[:-len(".so.tmp")] + ".c"
-        obj = tmp[:-len(".so.tmp")] + ".o"
         with open(src, "w") as f:
             f.write(C_SOURCE)
-        c = [f for f in cflags if f != "-shared"]
-        r1 = subprocess.run([cc, *c, "-c", src, "-o", obj], capture_output=True,
-                            text=True, timeout=120)
-        if r1.returncode != 0:
-            log.debug("fast_rng: %s failed: %s", " ".join(c), r1.stderr[-500:])
+        cmd = [cc, *[f for f in flags if not f.startswith("-l")], src, "-o", tmp,
+               *[f for f in flags if f.startswith("-l")]]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            log.debug("fast_rng: %s failed: %s", " ".join(cmd), r.stderr[-500:])
             return False
-        link = cflags
-        r2 = subprocess.run([cc, *link, obj, "-o", tmp, *libs], capture_output=True, text=True,
-                            timeout=120)
-        if r2.returncode != 0:
-            log.debug("fast_rng: link %s failed: %s", " ".join(link + libs), r2.stderr[-500:])
-            return False
-        os.replace(tmp, target)   # atomic: concurrent builds (array jobs) are harmless
+        os.replace(tmp, target)
         return True
     except (OSError, subprocess.SubprocessError) as e:
         log.debug("fast_rng: build failed: %s", e)
         return False
     finally:
-        for path in (tmp, tmp[:-len(".so.tmp")] + ".c", tmp[:-len(".so.tmp")] + ".o"):
+        for path in (tmp, src):
             if os.path.exists(path):
                 os.unlink(path)
 
@@ -205,8 +198,8 @@ def use_torch_generator():
 
 
 def _applies(x: torch.Tensor) -> bool:
-    return (not _suspended and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= MIN_NUMEL
-            and available())
+    return (not _suspended and x.device.type == "cpu" and x.dtype == torch.float32
+            and x.numel() >= MIN_NUMEL and available())
 
 
 def _seed() -> int:
@@ -214,12 +207,17 @@ def _seed() -> int:
     return int(torch.empty((), dtype=torch.int64).random_())
 
 
-def randn_like(x: torch.Tensor) -> torch.Tensor:
-    """Standard normal values shaped like ``x`` (contiguous; no autograd history)."""
+def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """``mean + std·z``, z ~ N(0, 1), shaped like ``x`` (a new tensor, no autograd history),
+    in one pass where the kernel applies."""
     if not _applies(x):
-        return torch.randn_like(x)
+        z = torch.randn_like(x)
+        if std != 1.0:
+            z.mul_(std)
+        return z.add_(mean) if mean != 0.0 else z
     out = torch.empty(x.shape, dtype=x.dtype)
-    _lib.wn_normal_f32(out.data_ptr(), out.numel(), _seed(), 0.0, 1.0, torch.get_num_threads())
+    _lib.wn_normal_f32(out.data_ptr(), out.numel(), _seed(), float(mean), float(std),
+                       torch.get_num_threads())
     return out
 
 

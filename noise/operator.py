@@ -27,12 +27,7 @@ __all__ = ["NoiseOperator", "apply_noise"]
 
 def _gauss(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """mean + std·z with z ~ N(0, 1) shaped like ``x`` (a fresh tensor, no autograd history)."""
-    z = fast_rng.randn_like(x)
-    if std != 1.0:
-        z.mul_(std)
-    if mean != 0.0:
-        z.add_(mean)
-    return z
+    return fast_rng.normal_like(x, mean, std)
 
 
 def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1) -> torch.Tensor:

@@ -202,6 +202,19 @@ def wait_for_terminal(col, n: int, timeout: float, output_dir: Path) -> list[dic
     return list(col.find().sort("_id", 1))
 
 
+def add_start_wait(col_name: str, yaml_path: Path, *, env: dict, cwd: Path, output_dir: Path,
+                   timeout: float) -> list[dict]:
+    """`seml add` + `seml start` one YAML, wait until the whole collection is terminal; the
+    documents of the experiments this YAML added."""
+    col = mongo_db()[col_name]
+    before = {d["_id"] for d in col.find({}, {"_id": 1})}
+    seml(col_name, "add", str(yaml_path), env=env, cwd=cwd)
+    added = col.count_documents({}) - len(before)
+    seml(col_name, "start", env=env, cwd=cwd)
+    docs = wait_for_terminal(col, len(before) + added, timeout, output_dir)
+    return [d for d in docs if d["_id"] not in before]
+
+
 def slurm_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SLURM_CONF", None)

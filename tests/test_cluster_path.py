@@ -163,10 +163,8 @@ def test_c_eval_only_experiment_reuses_the_checkpoint_through_the_database(train
     yaml_path = H.write_yaml(trained.tmp / "eval_only.yaml", name=trained.col_name,
                              output_dir=trained.out, fixed=fixed,
                              description="eval-only reuse of repeat 0")
-    H.seml(trained.col_name, "add", str(yaml_path), env=trained.env, cwd=trained.tmp)
-    H.seml(trained.col_name, "start", env=trained.env, cwd=trained.tmp)
-    docs = H.wait_for_terminal(trained.col, 3, JOB_WAIT, trained.out)
-    (new,) = [d for d in docs if d["_id"] not in {t["_id"] for t in trained.docs}]
+    (new,) = H.add_start_wait(trained.col_name, yaml_path, env=trained.env, cwd=trained.tmp,
+                              output_dir=trained.out, timeout=JOB_WAIT)
     assert new["status"] == "COMPLETED", new.get("fail_trace")
     (source,) = [d for d in trained.docs if d["config"]["general"]["repeat_number"] == 0]
     res, src = new["result"], source["result"]
@@ -190,11 +188,8 @@ def test_c2_walk_under_seml_reuses_the_model_and_stores_every_evaluation(trained
                   "walk.sigmas": [0.1, 1.0, 10.0, 1000.0], "walk.repeats": 2})
     yaml_path = H.write_yaml(trained.tmp / "walk.yaml", name=trained.col_name,
                              output_dir=trained.out, fixed=fixed, description="walk of repeat 0")
-    before = {d["_id"] for d in trained.col.find({}, {"_id": 1})}
-    H.seml(trained.col_name, "add", str(yaml_path), env=trained.env, cwd=trained.tmp)
-    H.seml(trained.col_name, "start", env=trained.env, cwd=trained.tmp)
-    docs = H.wait_for_terminal(trained.col, len(before) + 1, JOB_WAIT, trained.out)
-    (new,) = [d for d in docs if d["_id"] not in before]
+    (new,) = H.add_start_wait(trained.col_name, yaml_path, env=trained.env, cwd=trained.tmp,
+                              output_dir=trained.out, timeout=JOB_WAIT)
     assert new["status"] == "COMPLETED", new.get("fail_trace")
     (source,) = [d for d in trained.docs if d["config"]["general"]["repeat_number"] == 0]
     res = new["result"]
@@ -225,12 +220,10 @@ def test_d_runtime_failure_ends_failed_with_its_traceback(tmp_path, small_data):
     out = tmp_path / "logs"
     yaml_path = H.write_yaml(tmp_path / "fail.yaml", name=col_name, output_dir=out, fixed=fixed,
                              description="fails at run time: no dataset files")
-    col = H.mongo_db()[col_name]
     try:
-        # validation passes (the config is fine), so `seml add` accepts it
-        H.seml(col_name, "add", str(yaml_path), env=env, cwd=tmp_path)
-        H.seml(col_name, "start", env=env, cwd=tmp_path)
-        (doc,) = H.wait_for_terminal(col, 1, JOB_WAIT, out)
+        # validation passes (the config is fine), so `seml add` accepts it, and the run fails
+        (doc,) = H.add_start_wait(col_name, yaml_path, env=env, cwd=tmp_path, output_dir=out,
+                                  timeout=JOB_WAIT)
         assert doc["status"] == "FAILED", doc["status"]
         trace = "".join(doc.get("fail_trace") or [])
         assert "DatasetNotFoundError" in trace and str(empty) in trace, trace
@@ -256,7 +249,7 @@ open(sys.argv[2], "w").write(json.dumps(result))
 
 
 def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_path):
-    from util.artifacts import load_torch, verify
+    from util.artifacts import load_torch
     from util.experiment import latest_checkpoint
 
     epochs = 5
@@ -346,11 +339,9 @@ def test_f_secrets_stay_out_of_results_artifacts_and_logs(tmp_path, small_data):
     fixed["artifact_root"] = str(art)
     yaml_path = H.write_yaml(tmp_path / "secret.yaml", name=col_name, output_dir=out,
                              fixed=fixed, description="secrets test")
-    col = H.mongo_db()[col_name]
     try:
-        H.seml(col_name, "add", str(yaml_path), env=env, cwd=tmp_path)
-        H.seml(col_name, "start", env=env, cwd=tmp_path)
-        (doc,) = H.wait_for_terminal(col, 1, JOB_WAIT, out)
+        (doc,) = H.add_start_wait(col_name, yaml_path, env=env, cwd=tmp_path, output_dir=out,
+                                  timeout=JOB_WAIT)
         assert doc["status"] == "COMPLETED", doc.get("fail_trace")
         # the job really used the config holding the dummy password (and the server took it)
         assert doc["seml"]["env"]["XDG_CONFIG_HOME"] == xdg
@@ -442,11 +433,9 @@ def test_default_artifact_root_is_the_project_not_seml_temporary_source_copy(tmp
     ckpt_dir = H.checkpoint_dir(REPO_ROOT / "artifacts", fixed)
     yaml_path = H.write_yaml(tmp_path / "defroot.yaml", name=col_name, output_dir=out,
                              fixed=fixed, description="default artifact root")
-    col = H.mongo_db()[col_name]
     try:
-        H.seml(col_name, "add", str(yaml_path), env=env, cwd=tmp_path)
-        H.seml(col_name, "start", env=env, cwd=tmp_path)
-        (doc,) = H.wait_for_terminal(col, 1, JOB_WAIT, out)
+        (doc,) = H.add_start_wait(col_name, yaml_path, env=env, cwd=tmp_path, output_dir=out,
+                                  timeout=JOB_WAIT)
         assert doc["status"] == "COMPLETED", doc.get("fail_trace")
         ckpt = Path(doc["result"]["artifacts"]["checkpoint"])
         assert ckpt == ckpt_dir / "final.pt"

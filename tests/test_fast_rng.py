@@ -37,7 +37,7 @@ def test_kernel_builds_and_is_used_where_a_compiler_exists():
 @needs_kernel
 def test_standard_normal_moments_and_ks():
     torch.manual_seed(0)
-    z = fast_rng.randn_like(torch.empty(2_000_000)).double()
+    z = fast_rng.normal_like(torch.empty(2_000_000)).double()
     n = z.numel()
     assert abs(z.mean().item()) < 4 / math.sqrt(n)
     assert abs(z.var().item() - 1) < 4 * math.sqrt(2 / n)
@@ -130,10 +130,12 @@ def test_same_values_for_every_thread_count(n):
 def test_seeded_by_torch_generator():
     x = torch.empty(10_000)
     torch.manual_seed(5)
-    a, b = fast_rng.randn_like(x), fast_rng.randn_like(x)
+    a, b = fast_rng.normal_like(x), fast_rng.normal_like(x)
     torch.manual_seed(5)
-    assert torch.equal(a, fast_rng.randn_like(x))
+    assert torch.equal(a, fast_rng.normal_like(x))
     assert not torch.equal(a, b)
+    torch.manual_seed(5)  # mean and std applied in the same pass
+    assert torch.allclose(fast_rng.normal_like(x, 2.0, 0.5), 2.0 + 0.5 * a, atol=1e-6)
 
 
 @needs_kernel
@@ -157,7 +159,7 @@ def test_operator_uses_kernel_and_keeps_the_formulas():
     torch.manual_seed(1)
     y = apply_noise(x, GaussAdd(GaussStd=0.2))
     torch.manual_seed(1)
-    z = fast_rng.randn_like(x)
+    z = fast_rng.normal_like(x)
     assert torch.allclose(y, 3.0 + 0.2 * z, atol=1e-6)   # the kernel's draw, the GaussAdd formula
     m = apply_noise(x, GaussMul(GaussStd=0.1, GaussMean=1.0))
     assert abs(m.mean().item() - 3.0) < 0.01 and abs(m.std().item() - 0.3) < 0.005

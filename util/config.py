@@ -293,15 +293,16 @@ def training_hash(vc: ValidatedConfig) -> str:
                   "training_noise": training_noise})
 
 
+def deep_update(dst: dict, src: Mapping[str, Any]) -> dict:
+    """``dst`` updated in place with ``src``, section by section (copies of ``src``'s values)."""
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
 def merged_with_defaults(updates: Mapping[str, Any]) -> dict[str, Any]:
     """DEFAULT_CONFIG recursively updated with ``updates`` (for runs outside sacred)."""
-    out = copy.deepcopy(DEFAULT_CONFIG)
-
-    def merge(dst, src):
-        for k, v in src.items():
-            if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
-                merge(dst[k], v)
-            else:
-                dst[k] = copy.deepcopy(v)
-    merge(out, to_plain(dict(updates)))
-    return out
+    return deep_update(copy.deepcopy(DEFAULT_CONFIG), to_plain(dict(updates)))

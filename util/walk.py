@@ -205,11 +205,15 @@ class SiteEvaluator:
             return out
         op = self.sites[site].operator
         cuda = self.x.device.type == "cuda"
+
+        def rng_state():
+            return (torch.random.get_rng_state(),
+                    torch.cuda.get_rng_state(self.x.device) if cuda else None)
+
         states = []
         for _, parts in jobs:
             seed_torch(*parts)
-            states.append((torch.random.get_rng_state(),
-                           torch.cuda.get_rng_state(self.x.device) if cuda else None))
+            states.append(rng_state())
         loss_sum = [0.0] * len(jobs)
         correct = [0] * len(jobs)
         n = 0
@@ -222,8 +226,7 @@ class SiteEvaluator:
                     torch.cuda.set_rng_state(cuda_state, self.x.device)
                 op.config = noise
                 noisy.append(op(a))
-                states[i] = (torch.random.get_rng_state(),
-                             torch.cuda.get_rng_state(self.x.device) if cuda else None)
+                states[i] = rng_state()
             outs = self._suffix(torch.cat(noisy)).split(yc.shape[0])
             for i, out in enumerate(outs):
                 loss_sum[i] += self.criterion(out, yc).item() * yc.shape[0]
@@ -252,41 +255,31 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
     table: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
-    def run(site: int, sigma: float) -> float:
-        accs = []
-        for rep in range(settings.repeats):
-            seed_torch(seed, "walk", site, sigma, rep)
-            noise = settings.noise(sigma)
-            acc, loss = ev.evaluate(site, noise)
-            accs.append(acc)
-            records.append({"site": site, "site_name": site_names[site],
-                            "noise": noise_config_to_dict(noise), "sigma": sigma,
-                            "repeat": rep, "accuracy": acc, "loss": loss})
-        return float(np.mean(accs))
-
     per_forward = settings.evals_per_forward(device)
 
-    def run_grid(site: int) -> dict[float, float]:
-        jobs = [(sigma, rep) for sigma in settings.sigmas for rep in range(settings.repeats)]
+    def run(site: int, sigmas: Sequence[float]) -> dict[float, float]:
+        """Evaluate every (σ, repeat), ``per_forward`` of them per suffix forward, record each;
+        mean accuracy per σ."""
+        jobs = [(sigma, rep) for sigma in sigmas for rep in range(settings.repeats)]
+        noises = {sigma: settings.noise(sigma) for sigma in sigmas}
         accs: dict[float, list[float]] = {}
         for i in range(0, len(jobs), per_forward):
             group = jobs[i:i + per_forward]
-            results = ev.evaluate_many(site, [(settings.noise(sigma),
-                                               (seed, "walk", site, sigma, rep))
+            results = ev.evaluate_many(site, [(noises[sigma], (seed, "walk", site, sigma, rep))
                                               for sigma, rep in group])
             for (sigma, rep), (acc, loss) in zip(group, results):
                 accs.setdefault(sigma, []).append(acc)
                 records.append({"site": site, "site_name": site_names[site],
-                                "noise": noise_config_to_dict(settings.noise(sigma)),
-                                "sigma": sigma, "repeat": rep, "accuracy": acc, "loss": loss})
+                                "noise": noise_config_to_dict(noises[sigma]), "sigma": sigma,
+                                "repeat": rep, "accuracy": acc, "loss": loss})
         return {s: float(np.mean(a)) for s, a in accs.items()}
 
     bar = _bar(len(sites), progress)
     for site in sites:
         if settings.search == "grid":
-            curve = run_grid(site)
+            curve = run(site, settings.sigmas)
         else:
-            curve = _bisect(lambda s: run(site, s), settings, (clean_acc + chance) / 2)
+            curve = _bisect(lambda s: run(site, [s])[s], settings, (clean_acc + chance) / 2)
         positive = {s: a for s, a in curve.items() if s > 0}
         entry: dict[str, Any] = {"site": site, "n_evals": len(curve)}
         if len(positive) >= 2:
