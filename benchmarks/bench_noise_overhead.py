@@ -31,7 +31,7 @@ def make_step(noise_settings, x, y, steps, torch_generator=False):
     return run
 
 
-def main(steps: int = 20, rounds: int = 9):
+def main(steps: int = 20, rounds: int = 21):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x = torch.randn(128, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (128,), device=device)

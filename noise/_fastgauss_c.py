@@ -141,7 +141,7 @@ static void *run_job(void *arg) {
 }
 
 #define MAX_THREADS 256
-#define MIN_BLOCKS_PER_THREAD 16 /* 32768 values: below that a thread costs more than it saves */
+#define MIN_BLOCKS_PER_THREAD 4  /* 8192 values: below that a thread costs more than it saves */
 
 static void dispatch(float *out, const float *x, int64_t n, uint64_t seed, float mean, float std,
                      int nthreads) {

@@ -36,8 +36,8 @@ import torch
 
 from ._fastgauss_c import C_SOURCE
 
-__all__ = ["available", "normal_like", "add_noise", "library_path", "use_torch_generator",
-           "MIN_NUMEL"]
+__all__ = ["available", "normal_like", "add_noise", "add_noise_", "library_path",
+           "use_torch_generator", "MIN_NUMEL"]
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,17 @@ def _applies(x: torch.Tensor) -> bool:
             and x.numel() >= MIN_NUMEL and available())
 
 
+_local = threading.local()
+
+
 def _seed() -> int:
     # From torch's CPU generator: torch.manual_seed governs the noise, as with torch.randn.
-    return int(torch.empty((), dtype=torch.int64).random_())
+    # Drawn into a per-thread scalar that is reused (a fresh one costs 3x the time).
+    buf = getattr(_local, "seed", None)
+    if buf is None:
+        with torch.inference_mode(False):   # a normal tensor: usable in and out of that mode
+            buf = _local.seed = torch.empty((), dtype=torch.int64)
+    return buf.random_().item()
 
 
 def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
@@ -221,25 +229,71 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     return out
 
 
+# Autograd nodes whose backward does not read their own output (derivatives.yaml: convolution
+# needs input and weight, addmm/mm their matrices, batch norm its input and saved statistics,
+# max-pool its input and indices). A fresh output of one of them may take its noise in place.
+_OUTPUT_NOT_SAVED = frozenset({"ConvolutionBackward0", "AddmmBackward0", "MmBackward0",
+                               "NativeBatchNormBackward0", "MaxPool2DWithIndicesBackward0",
+                               "ThresholdBackward0"})
+
+
+def _overwritable(x: torch.Tensor) -> bool:
+    """True when autograd provably never reads ``x``'s values: a fresh, contiguous, unmodified
+    output of a node in ``_OUTPUT_NOT_SAVED`` (not a view, not a leaf, not the data)."""
+    gf = x.grad_fn
+    return (gf is not None and torch.is_grad_enabled() and type(gf).__name__ in _OUTPUT_NOT_SAVED
+            and x._base is None and x._version == 0 and x.is_contiguous())
+
+
+def _kernel_add(out: torch.Tensor, x: torch.Tensor, std: float, mean: float) -> torch.Tensor:
+    """out = x + mean + std·z (contiguous float32 CPU tensors of one size; out may be x)."""
+    _lib.wn_add_normal_f32(out.data_ptr(), x.data_ptr(), x.numel(), _seed(), float(mean),
+                           float(std), torch.get_num_threads())
+    return out
+
+
 class _AddNoise(torch.autograd.Function):
     """y = x + mean + std·z; dy/dx = 1 (the noise does not depend on x)."""
 
     @staticmethod
     def forward(ctx, x, mean, std):
         xc = x.contiguous()
-        out = torch.empty(xc.shape, dtype=xc.dtype)
-        _lib.wn_add_normal_f32(out.data_ptr(), xc.data_ptr(), xc.numel(), _seed(), mean, std,
-                               torch.get_num_threads())
-        return out
+        return _kernel_add(torch.empty(xc.shape, dtype=xc.dtype), xc, std, mean)
 
     @staticmethod
     def backward(ctx, grad):
         return grad, None, None
 
 
-def add_noise(x: torch.Tensor, std: float, mean: float = 0.0) -> torch.Tensor:
-    """``x + mean + std·z`` with z ~ N(0, 1), in one pass where the kernel applies."""
+def add_noise(x: torch.Tensor, std: float, mean: float = 0.0, *,
+              overwrite: bool = False) -> torch.Tensor:
+    """``x + mean + std·z`` with z ~ N(0, 1), in one pass where the kernel applies.
+
+    ``overwrite=True`` lets the kernel write the result into ``x`` itself (and return ``x``)
+    when autograd provably never reads ``x``'s values: during training, a fresh output of a
+    convolution, linear layer, batch norm or max-pool. It saves a tensor and a pass over
+    memory; the values are the same either way. Anything else still holding ``x`` (a forward
+    hook that kept it, say) then sees the noisy values.
+    """
     if not _applies(x):
         y = torch.add(x, torch.randn_like(x), alpha=std)
         return y.add_(mean) if mean != 0.0 else y
-    return _AddNoise.apply(x, float(mean), float(std))
+    if overwrite and _overwritable(x):
+        # d(x + noise)/dx = 1: the node that made x passes the gradient on as it is
+        return _kernel_add(x, x, std, mean)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _AddNoise.apply(x, float(mean), float(std))
+    xc = x.contiguous()   # no autograd, no node
+    return _kernel_add(torch.empty(xc.shape, dtype=xc.dtype), xc, std, mean)
+
+
+def add_noise_(x: torch.Tensor, std: float, mean: float = 0.0) -> torch.Tensor:
+    """``x += mean + std·z`` in place (the values :func:`add_noise` gives); returns ``x``.
+
+    For a tensor the caller has just made, that nothing else reads and whose autograd node
+    (if any) does not keep it, e.g. the output of ``F.threshold(x, 0, 0)``: relu's twin,
+    whose backward reads its input rather than its output."""
+    if not _applies(x) or not x.is_contiguous():
+        x.add_(torch.randn_like(x), alpha=std)
+        return x.add_(mean) if mean != 0.0 else x
+    return _kernel_add(x, x, std, mean)

@@ -83,14 +83,23 @@ class _SiteHook:
     def __init__(self, state: _HookState, path: str):
         self.state, self.path = state, path
 
-    def __call__(self, _module, _inputs, output):
+    def __call__(self, module, _inputs, output):
         counts = self.state.counts
         k = counts.get(self.path, 0)
         counts[self.path] = k + 1
         site = self.state.site_of_call.get((self.path, k))
         if site is None:  # a call the trace did not see (data-dependent control flow)
             return None
+        if isinstance(output, torch.Tensor) and (len(module._forward_hooks) > 1
+                                                 or _global_forward_hooks()):
+            # another hook may have kept the output: a view makes the noise leave it alone
+            output = output.view_as(output)
         return self.state.ops[site](output)
+
+
+def _global_forward_hooks() -> bool:
+    from torch.nn.modules import module as mm
+    return bool(mm._global_forward_hooks)
 
 
 def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,

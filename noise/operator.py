@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import fast_rng
 from .config import (GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig,
@@ -30,23 +31,35 @@ def _gauss(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return fast_rng.normal_like(x, mean, std)
 
 
-def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1) -> torch.Tensor:
+def _input_size_scale(x: torch.Tensor, config: NoiseConfig) -> float:
+    if config.normalize_to_input_size and x.dim() > 0:
+        return 1.0 / max(1, x[0].numel())
+    return 1.0
+
+
+def _std(x: torch.Tensor, config: GaussAdd | GaussMul, repetition: int) -> float:
+    """σ of one averaged draw: GaussStd, per input size if asked, / √R."""
+    return config.GaussStd * _input_size_scale(x, config) / math.sqrt(repetition)
+
+
+def apply_noise(x: torch.Tensor, config: NoiseConfig, repetition: int = 1, *,
+                overwrite: bool = False) -> torch.Tensor:
     """``x`` with the noise of ``config`` applied, averaged over ``repetition`` draws.
 
-    Pure function of its inputs (and the torch RNG); ignores the enable flags, which are the
-    operator's business.
+    A function of its inputs (and the torch RNG); ignores the enable flags, which are the
+    operator's business. ``overwrite=True`` allows additive noise to be written into ``x``
+    itself where autograd provably does not need its clean values (see
+    :func:`noise.fast_rng.add_noise`); the result is the same.
     """
     if config.is_noiseless:
         return x
-    scale = 1.0
-    if config.normalize_to_input_size:
-        scale /= max(1, x[0].numel()) if x.dim() > 0 else 1
+    scale = _input_size_scale(x, config)
     if isinstance(config, (GaussAdd, GaussMul)):
-        std = config.GaussStd * scale / math.sqrt(repetition)
+        std = _std(x, config, repetition)
         if isinstance(config, GaussAdd):
             if std == 0.0:
                 return x + config.GaussMean
-            return fast_rng.add_noise(x, std, config.GaussMean)  # one fused pass
+            return fast_rng.add_noise(x, std, config.GaussMean, overwrite=overwrite)
         if std == 0.0:
             return x * config.GaussMean
         return x * _gauss(x, config.GaussMean, std)
@@ -97,6 +110,7 @@ class NoiseOperator(nn.Module):
     @config.setter
     def config(self, value):
         self._config = parse_noise_config(value)
+        self._plan()
 
     @property
     def repetition(self) -> int:
@@ -105,11 +119,32 @@ class NoiseOperator(nn.Module):
     @repetition.setter
     def repetition(self, value):
         self._repetition = validate_repetition(value)
+        self._plan()
+
+    def _plan(self) -> None:
+        # (std, mean) of plain additive noise, the common case, which forward() hands to the
+        # kernel directly; None for everything else (apply_noise works it out per call).
+        c, r = self.__dict__.get("_config"), self.__dict__.get("_repetition")
+        self._plain_add = None
+        if (r is not None and type(c) is GaussAdd and c.GaussStd > 0
+                and not c.normalize_to_input_size):
+            self._plain_add = (c.GaussStd / math.sqrt(r), c.GaussMean)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._config.active(self.training):
             return x
-        return apply_noise(x, self._config, self._repetition)
+        if self._plain_add is not None:
+            return fast_rng.add_noise(x, *self._plain_add, overwrite=True)
+        return apply_noise(x, self._config, self._repetition, overwrite=True)
+
+    def relu_then(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(torch.relu(x))`` with the same values, gradients and draw from the
+        generator, but for additive noise without a tensor of its own: the noise goes into
+        the output of ``F.threshold(x, 0, 0)`` (relu's twin whose backward keeps its input,
+        not its output) in place."""
+        if self._plain_add is None or not self._config.active(self.training):
+            return self(torch.relu(x))
+        return fast_rng.add_noise_(F.threshold(x, 0.0, 0.0), *self._plain_add)
 
     def extra_repr(self) -> str:
         from .config import noise_config_to_dict
