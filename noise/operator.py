@@ -126,12 +126,13 @@ class NoiseOperator(nn.Module):
         # kernel directly; None for everything else (apply_noise works it out per call).
         c, r = self.__dict__.get("_config"), self.__dict__.get("_repetition")
         self._plain_add = None
+        self._active = (c.active(False), c.active(True)) if c is not None else (False, False)
         if (r is not None and type(c) is GaussAdd and c.GaussStd > 0
                 and not c.normalize_to_input_size):
             self._plain_add = (c.GaussStd / math.sqrt(r), c.GaussMean)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._config.active(self.training):
+        if not self._active[self.training]:
             return x
         if self._plain_add is not None:
             return fast_rng.add_noise(x, *self._plain_add, overwrite=True)
@@ -142,7 +143,7 @@ class NoiseOperator(nn.Module):
         generator, but for additive noise without a tensor of its own: the noise goes into
         the output of ``F.threshold(x, 0, 0)`` (relu's twin whose backward keeps its input,
         not its output) in place."""
-        if self._plain_add is None or not self._config.active(self.training):
+        if self._plain_add is None or not self._active[self.training]:
             return self(torch.relu(x))
         return fast_rng.add_noise_(F.threshold(x, 0.0, 0.0), *self._plain_add)
 
