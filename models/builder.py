@@ -25,6 +25,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
+from noise.inject import any_global_hooks, has_hooks
 from noise.operator import NoiseOperator
 from noise.placement import NoiseSite
 
@@ -114,34 +115,23 @@ class SiteNetwork(nn.Sequential):
         unless either has hooks, and that a hooked layer's output reaches the noise after it
         as a view, so that training noise, written in place where autograd allows, never
         changes a tensor that a hook may have kept."""
-        hooked = _global_hooks()
+        hooked = any_global_hooks()
         layers = list(self._modules.values())
         i, n = 0, len(layers)
         while i < n:
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < n else None
             if (not hooked and type(layer) is nn.ReLU and not layer.inplace
-                    and type(nxt) is NoiseOperator and not _has_hooks(layer)
-                    and not _has_hooks(nxt)):
+                    and type(nxt) is NoiseOperator and not has_hooks(layer)
+                    and not has_hooks(nxt)):
                 x = nxt.relu_then(x)
                 i += 2
                 continue
             x = layer(x)
-            if hooked or _has_hooks(layer):
+            if hooked or has_hooks(layer):
                 x = x.view_as(x)
             i += 1
         return x
-
-
-def _has_hooks(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                or m._backward_pre_hooks)
-
-
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as mm
-    return bool(mm._global_forward_hooks or mm._global_forward_pre_hooks
-                or mm._global_backward_hooks or mm._global_backward_pre_hooks)
 
 
 def build_network(conf: ModelConf, input_shape: Sequence[int], num_classes: int) -> SiteNetwork:

@@ -293,7 +293,9 @@ def add_noise_(x: torch.Tensor, std: float, mean: float = 0.0) -> torch.Tensor:
     For a tensor the caller has just made, that nothing else reads and whose autograd node
     (if any) does not keep it, e.g. the output of ``F.threshold(x, 0, 0)``: relu's twin,
     whose backward reads its input rather than its output."""
-    if not _applies(x) or not x.is_contiguous():
+    if not _applies(x):
         x.add_(torch.randn_like(x), alpha=std)
         return x.add_(mean) if mean != 0.0 else x
+    if not x.is_contiguous():   # e.g. channels_last: the draw of add_noise, in logical order
+        return x.add_(normal_like(x, mean, std))
     return _kernel_add(x, x, std, mean)

@@ -154,6 +154,12 @@ def test_fused_relu_noise_without_autograd_matches_unfused():
         plain = op(torch.relu(x))
     assert torch.equal(fused, plain)
     assert not torch.equal(fused, torch.relu(x))
+    # channels_last (not contiguous): the same draw, value for value (to float rounding)
+    xl = x.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        fused_l = op.relu_then(xl)
+    assert torch.allclose(fused_l, plain, atol=1e-6, rtol=0)
 
 
 def test_seed_draws_work_in_and_out_of_inference_mode():

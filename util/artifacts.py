@@ -57,33 +57,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _replace_atomically(target: Path, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file beside ``target``, fsync it, rename it over."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically replace a small text file (a checksum sidecar)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _replace_atomically(Path(path), text.encode())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, with its ``.sha256`` sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(data).hexdigest()
     # The sidecar first: once ``path`` is visible it verifies (a job killed between the two
     # leaves only a sidecar, which verifies nothing).
-    for target, payload in ((Path(f"{path}.sha256"), digest.encode()), (path, data)):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    _replace_atomically(Path(f"{path}.sha256"), hashlib.sha256(data).hexdigest().encode())
+    _replace_atomically(path, data)
     _fsync_dir(path.parent)
     return path
 
