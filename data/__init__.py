@@ -8,8 +8,9 @@
 
 Every dataset object has ``.name``, ``.dims`` (C, H, W), ``.num_classes``, ``.classes``,
 ``.prepare()`` (download if missing; the only network access), ``.train_loader(device, epoch,
-seed)``, ``.val_loader(device)``, ``.test_loader(device)`` (None without a separate test split)
-and the sample counts ``.num_train``, ``.num_val``, ``.num_test`` (0 without a test split).
+seed)``, ``.val_loader(device)``, ``.test_loader(device)`` (None without a separate test split;
+the class method ``has_test_split(val_split)`` tells in advance) and the sample counts
+``.num_train``, ``.num_val``, ``.num_test`` (0 without a test split).
 GSC2 also has ``.class_weights``. The loader contract is in ``data/base.py``; the image
 datasets are in ``data/images.py``, the keyword-spotting dataset in ``data/speech_commands.py``.
 Old config names ``GSC2_TF`` and ``GSC2_PyTorch`` are aliases of ``GSC2``.

@@ -105,6 +105,8 @@ class BaseDataset(abc.ABC):
     """
 
     name: str = "?"  # set by register_dataset
+    #: whether ``val_split`` may hold out part of the training split (config validation asks it)
+    supports_val_split: bool = True
     dims: tuple[int, int, int]
     num_classes: int
     classes: tuple[str, ...]
@@ -198,6 +200,12 @@ class BaseDataset(abc.ABC):
     @abc.abstractmethod
     def num_test(self) -> int:
         """Samples in the separate test split; 0 where there is none."""
+
+    @classmethod
+    def has_test_split(cls, val_split: Optional[float] = None) -> bool:
+        """Whether :meth:`test_loader` gives a separate test split when the dataset is made with
+        ``val_split``; known without reading any file (config validation asks it)."""
+        return True
 
     @staticmethod
     def _train_generator_factory(seed: int, epoch: int) -> Callable[[], torch.Generator]:

@@ -137,6 +137,10 @@ class ImageDataset(BaseDataset):
     def val_loader(self, device="cpu") -> BatchLoader:
         return self._loader("val", device, self.eval_transform, self.eval_batch_size)
 
+    @classmethod
+    def has_test_split(cls, val_split: Optional[float] = None) -> bool:
+        return val_split is not None  # else the official test split is the validation split
+
     def test_loader(self, device="cpu") -> Optional[BatchLoader]:
         if self._splits()["test"] is None:
             return None

@@ -194,6 +194,7 @@ class GSC2(BaseDataset):
     dims = MfccSettings().dims  # per instance: the dims of its ``mfcc`` settings
     num_classes = len(CLASSES)
     classes = CLASSES
+    supports_val_split = False  # official validation and test lists
     how_to_get = (f"The official archive is {URL}; extract it into "
                   f"<root>/SpeechCommands/speech_commands_v0.02.")
 

@@ -4,7 +4,9 @@ A YAML-style dict such as ``{'noise_type': 'GaussAdd', 'GaussStd': 0.5}`` become
 :func:`parse_noise_config`. Field names are the paper's YAML keys, so a config file reads the
 same as the dataclass. Every bad value raises ``ValueError`` naming the key and the value: the
 paper's code only warned on unknown keys, and a typo such as ``GausStd`` silently ran a
-noise-free experiment.
+noise-free experiment. Numbers must be finite and fit float32 (|x| <= :data:`FLOAT32_MAX`), the
+precision the noise is drawn in: σ = 1e300 would otherwise be accepted and fail, or give NaN
+losses, after a full epoch.
 
 Formulas (z, z1, z2 ~ N(0, 1) i.i.d. per element, redrawn on every forward):
 
@@ -29,7 +31,12 @@ from typing import Any, ClassVar, Mapping
 __all__ = [
     "NoiseConfig", "NoNoise", "GaussAdd", "GaussMul", "GaussCombined", "GaussCombined_direct",
     "NOISE_TYPES", "parse_noise_config", "noise_config_to_dict", "validate_repetition",
+    "FLOAT32_MAX", "check_finite_float32",
 ]
+
+#: The largest finite float32 (``torch.finfo(torch.float32).max``): noise parameters, learning
+#: rates and clamping bounds beyond it become inf in the model's precision.
+FLOAT32_MAX = 3.4028234663852886e38
 
 #: Registry noise_type name -> config class, filled by :func:`register_noise_type`.
 NOISE_TYPES: dict[str, type["NoiseConfig"]] = {}
@@ -50,13 +57,24 @@ def _as_bool(key: str, value: Any) -> bool:
     raise ValueError(f"noise key {key!r} must be a boolean (true/false or 0/1), got {value!r}")
 
 
+def check_finite_float32(key: str, value: Any) -> float:
+    """``value`` as a float if it is a real number (not a bool), finite and fits float32;
+    else ``ValueError`` naming ``key`` and what is allowed."""
+    allowed = f"a finite number with |value| <= {FLOAT32_MAX:.4g} (float32)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond the float range
+        f = math.inf
+    if not math.isfinite(f) or abs(f) > FLOAT32_MAX:
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
+    return f
+
+
 def _as_float(key: str, value: Any, *, minimum: float | None = None,
               maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"noise key {key!r} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"noise key {key!r} must be a number, got NaN")
+    value = check_finite_float32(f"noise key {key!r}", value)
     if minimum is not None and value < minimum:
         raise ValueError(f"noise key {key!r} must be >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
@@ -232,20 +250,23 @@ def parse_noise_config(d: Mapping[str, Any] | NoiseConfig | None) -> NoiseConfig
     ``d`` holds ``noise_type`` and that type's keys. ``None`` or an empty dict means
     :class:`NoNoise`. Raises ``ValueError`` naming the key and value for an unknown noise type
     (listing the known ones), an unknown key (listing the allowed ones), a non-numeric value, a
-    negative σ or amplitude, or a ratio outside [0, 1].
+    negative σ or amplitude, a ratio outside [0, 1], or a number that is not finite or does not
+    fit float32.
     """
     if isinstance(d, NoiseConfig):
         return d
-    if d is None or len(d) == 0:
+    if d is None:
         return NoNoise()
     if not isinstance(d, Mapping):
         raise ValueError(f"a noise config must be a dict with 'noise_type', got {d!r}")
+    if len(d) == 0:
+        return NoNoise()
     d = dict(d)
     name = d.pop("noise_type", None)
     if name is None:
         raise ValueError(f"noise config {d!r} lacks the key 'noise_type' "
                          f"(one of {sorted(NOISE_TYPES)})")
-    cls = NOISE_TYPES.get(name)
+    cls = NOISE_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown noise_type {name!r}; known: {sorted(NOISE_TYPES)}")
     allowed = _field_names(cls)

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from .config import NoiseConfig, NoNoise, parse_noise_config, validate_repetition
+from .config import (FLOAT32_MAX, NoiseConfig, NoNoise, check_finite_float32,
+                     parse_noise_config, validate_repetition)
 from .operator import NoiseOperator
 
 __all__ = ["NoiseSite", "resolve_site_configs", "resolve_repetitions", "configure",
@@ -74,53 +75,68 @@ def _site_index(key: Any, n_sites: int, what: str) -> int:
 
 
 def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, NoiseConfig]:
-    unknown = set(spec) - set(LAYER_MAPPED_KEYS)
+    what = "noise_settings.layer_mapped"
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{what} must be a dict with keys {list(LAYER_MAPPED_KEYS)} or null, "
+                         f"got {spec!r}")
+    unknown = set(map(str, spec)) - set(LAYER_MAPPED_KEYS)
     if unknown:
         key = sorted(unknown)[0]
-        raise ValueError(f"noise_settings.layer_mapped: unknown key {key!r}; "
-                         f"allowed keys: {list(LAYER_MAPPED_KEYS)}")
+        raise ValueError(f"{what}: unknown key {key!r}; allowed keys: {list(LAYER_MAPPED_KEYS)}")
     std_map = spec.get("std_map")
     if isinstance(std_map, Sequence) and not isinstance(std_map, str):
         if len(std_map) != n_sites:
-            raise ValueError(f"noise_settings.layer_mapped.std_map: a list needs one σ per site "
+            raise ValueError(f"{what}.std_map: a list needs one σ per site "
                              f"({n_sites}), got {len(std_map)}")
         std_map = dict(enumerate(std_map))
     if not isinstance(std_map, Mapping) or not std_map:
-        raise ValueError(f"noise_settings.layer_mapped.std_map must be a non-empty "
+        raise ValueError(f"{what}.std_map must be a non-empty "
                          f"{{site: sigma}} map or list, got {std_map!r}")
     factor = spec.get("std_multiplication_factor", 1.0)
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or factor < 0:
-        raise ValueError(f"noise_settings.layer_mapped.std_multiplication_factor must be a "
-                         f"number >= 0, got {factor!r}")
+    factor = check_finite_float32(f"{what}.std_multiplication_factor", factor)
+    if factor < 0:
+        raise ValueError(f"{what}.std_multiplication_factor must be a number >= 0, "
+                         f"got {factor!r}")
     sigmas = {}
     for key, sigma in std_map.items():
-        idx = _site_index(key, n_sites, "noise_settings.layer_mapped.std_map")
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or sigma < 0:
-            raise ValueError(f"noise_settings.layer_mapped.std_map[{key!r}] must be a σ >= 0, "
-                             f"got {sigma!r}")
-        sigmas[idx] = float(sigma)
+        idx = _site_index(key, n_sites, f"{what}.std_map")
+        sigma = check_finite_float32(f"{what}.std_map[{key!r}] (a σ >= 0)", sigma)
+        if sigma < 0:
+            raise ValueError(f"{what}.std_map[{key!r}] must be a σ >= 0, got {sigma!r}")
+        sigmas[idx] = sigma
     total = sum(sigmas.values())
     if spec.get("re_normalize_mapping", False):
         if total <= 0:
-            raise ValueError("noise_settings.layer_mapped.re_normalize_mapping needs a std_map "
-                             "with a positive sum")
+            raise ValueError(f"{what}.re_normalize_mapping needs a std_map with a positive sum")
     else:
         total = 1.0
     key_name = spec.get("std_key_name", "GaussStd")
-    base = dict(spec.get("noise_op_kwargs") or {})
+    kwargs = spec.get("noise_op_kwargs")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ValueError(f"{what}.noise_op_kwargs must be a dict of the noise type's keys or "
+                         f"null, got {kwargs!r}")
+    base = dict(kwargs or {})
     base["noise_type"] = spec.get("noise_type", "GaussAdd")
     out = {}
     for idx, sigma in sigmas.items():
+        value = sigma * factor / total
+        if not abs(value) <= FLOAT32_MAX:  # also inf and NaN
+            raise ValueError(f"{what}: std_map[{idx}] × std_multiplication_factor = "
+                             f"{sigma!r} × {factor!r} does not fit float32 "
+                             f"(must be <= {FLOAT32_MAX:.4g})")
         try:
-            out[idx] = parse_noise_config({**base, key_name: sigma * float(factor) / total})
+            out[idx] = parse_noise_config({**base, key_name: value})
         except ValueError as err:
-            raise ValueError(f"noise_settings.layer_mapped: {err}") from None
+            raise ValueError(f"{what}: {err}") from None
     return out
 
 
 def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
                          n_sites: int) -> list[NoiseConfig]:
     """The noise config of every site, in site order (see the module docstring)."""
+    if noise_settings is not None and not isinstance(noise_settings, Mapping):
+        raise ValueError(f"noise_settings must be a dict with keys {list(NOISE_SETTINGS_KEYS)}, "
+                         f"got {noise_settings!r}")
     noise_settings = dict(noise_settings or {})
     unknown = set(noise_settings) - set(NOISE_SETTINGS_KEYS)
     if unknown:
@@ -137,6 +153,9 @@ def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
             configs[idx] = cfg
     layer_wise = noise_settings.get("layer_wise")
     if layer_wise:
+        if not isinstance(layer_wise, Mapping):
+            raise ValueError("noise_settings.layer_wise must be a dict with 'layer_index' and a "
+                             f"noise config, or null, got {layer_wise!r}")
         layer_wise = dict(layer_wise)
         if "layer_index" not in layer_wise:
             raise ValueError("noise_settings.layer_wise needs 'layer_index' (the site, "
@@ -152,6 +171,9 @@ def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
 
 def resolve_repetitions(repetition_config: Mapping[str, Any] | None, n_sites: int) -> list[int]:
     """Repetition R of every site from a ``repetition_config`` dict."""
+    if repetition_config is not None and not isinstance(repetition_config, Mapping):
+        raise ValueError(f"repetition_config must be a dict with keys {list(REPETITION_KEYS)} "
+                         f"or null, got {repetition_config!r}")
     repetition_config = dict(repetition_config or {})
     unknown = set(repetition_config) - set(REPETITION_KEYS)
     if unknown:

@@ -12,8 +12,10 @@ import json
 import numbers
 from typing import Any, Mapping
 
-from noise.config import noise_config_to_dict
+from noise.config import check_finite_float32, noise_config_to_dict
 from noise.placement import resolve_repetitions, resolve_site_configs
+
+from .cluster import LocationError, resolve_location
 
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "validate_config", "config_hash", "training_hash",
            "strip_bookkeeping", "to_plain", "ValidatedConfig", "BOOKKEEPING_KEYS"]
@@ -106,28 +108,50 @@ def strip_bookkeeping(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}
 
 
+def _canonical_numbers(value: Any) -> Any:
+    """Integral floats as ints, all the way down, so that numerically equal values (``1`` and
+    ``1.0``, from a YAML or the command line) hash equally. Bools, other floats, inf and NaN
+    stay as they are."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    return value
+
+
 def _hash(obj: Any) -> str:
+    """A short hash of ``obj``'s plain JSON (callers canonicalise numbers where a user's
+    ``1`` and ``1.0`` can both reach it: see :func:`_canonical_numbers`)."""
     text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """Hash of the whole config without sacred/seml bookkeeping keys."""
-    return _hash(strip_bookkeeping(config))
+    return _hash(_canonical_numbers(to_plain(strip_bookkeeping(config))))
 
 
 def _require_number(key, value, *, positive=False, integer=False, minimum=None):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value) == int(value)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    """``value`` as an int (``integer``) or as a float that is finite and fits float32 (the
+    precision it is used in); else a ConfigError naming ``key`` and what is allowed."""
+    if integer:
+        ok = isinstance(value, numbers.Integral) or (isinstance(value, float)
+                                                      and value.is_integer())
+        if isinstance(value, bool) or not ok:
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        try:
+            value = check_finite_float32(key, value)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if positive and value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
-    return int(value) if integer else float(value)
+    return value
 
 
 def _check_keys(section: str, given: Mapping, allowed) -> None:
@@ -180,7 +204,7 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     The ``walk`` section is checked when ``walk`` is true, or when None and
     ``walk.enabled`` is set in the config.
     """
-    from data import dataset_names, resolve_name  # lazily: torchvision import cost
+    from data import DATASETS, dataset_names, resolve_name  # lazily: torchvision import cost
     from models import model_site_names, parse_model_config
 
     config = to_plain(dict(config))
@@ -192,11 +216,13 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
         _check_keys(section, value, allowed)
     g, opt, data = config["general"], config["optimizer"], config["data"]
 
-    _require_number("general.num_epochs", g.get("num_epochs"), positive=True, integer=True)
+    # integers are stored as ints (1.0 from a YAML grid would fail where a count is needed)
+    g["num_epochs"] = _require_number("general.num_epochs", g.get("num_epochs"), positive=True,
+                                      integer=True)
     _require_number("general.repeat_number", g.get("repeat_number", 0), integer=True, minimum=0)
-    for key in ("seed", "train_repeat_number"):
+    for key in ("repeat_number", "seed", "train_repeat_number"):
         if g.get(key) is not None:
-            _require_number(f"general.{key}", g[key], integer=True, minimum=0)
+            g[key] = _require_number(f"general.{key}", g[key], integer=True, minimum=0)
     wc = g.get("weight_clamping")
     if wc is not None:
         if not isinstance(wc, Mapping):
@@ -224,12 +250,26 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     except ValueError:
         raise ConfigError(f"data.dataset {dataset!r} is unknown; allowed: {dataset_names()}") \
             from None
-    _require_number("data.batch_size", data.get("batch_size"), positive=True, integer=True)
+    data["batch_size"] = _require_number("data.batch_size", data.get("batch_size"),
+                                         positive=True, integer=True)
     vs = data.get("val_split")
-    if vs is not None:
-        v = _require_number("data.val_split", vs)
-        if not 0 < v < 1:
-            raise ConfigError(f"data.val_split must be in (0, 1) or null, got {vs!r}")
+    if vs is not None and (isinstance(vs, bool) or not isinstance(vs, numbers.Real)
+                           or not 0 < vs < 1):  # NaN fails the comparison too
+        raise ConfigError(f"data.val_split must be a fraction in (0, 1) or null, got {vs!r}")
+    if vs is not None and not DATASETS[resolve_name(dataset)].supports_val_split:
+        raise ConfigError(f"data.val_split: dataset {resolve_name(dataset)} has official "
+                          "validation and test splits; allowed: null")
+
+    for key, value in (("artifact_root", config.get("artifact_root")),
+                       ("data.root", data.get("root"))):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a folder path (a string) or null, got {value!r}")
+        try:
+            resolve_location(value, key)
+        except LocationError as err:
+            raise ConfigError(str(err)) from None
 
     model = config.get("model")
     if not isinstance(model, Mapping):
@@ -255,11 +295,19 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
                                            or device.startswith("cuda:")):
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     vc = ValidatedConfig(config, model_class, conf_name, site_names, site_configs, repetitions)
+    walk_section = config.get("walk")
+    if walk_section is not None and not isinstance(walk_section, Mapping):
+        raise ConfigError(f"walk must be a dict of walk settings or null, got {walk_section!r}")
     if walk is None:
-        walk = bool((config.get("walk") or {}).get("enabled"))
+        enabled = (walk_section or {}).get("enabled", False)
+        if not isinstance(enabled, bool) and enabled not in (0, 1):
+            raise ConfigError(f"walk.enabled must be true or false, got {enabled!r}")
+        walk = bool(enabled)
     if walk:
         from .walk import parse_walk
-        vc.walk = parse_walk(config.get("walk"), n)
+        canonical = resolve_name(dataset)
+        vc.walk = parse_walk(walk_section, n, dataset=canonical,
+                             has_test_split=DATASETS[canonical].has_test_split(vs))
     return vc
 
 
@@ -289,7 +337,12 @@ def training_hash(vc: ValidatedConfig) -> str:
                 training_noise.append([d, r])
             else:
                 training_noise.append(None)
-    return _hash({"general": g, "optimizer": cfg["optimizer"], "data": data, "model": model,
+    # The user's numbers are canonicalised (1 and 1.0 train the same model); the training noise
+    # comes from the typed noise configs, whose numbers are floats already. Hashing the two
+    # apart keeps every hash of a config without integral floats in these sections what it
+    # was, so checkpoints trained before numbers were canonicalised are still found.
+    g, optimizer, data = (_canonical_numbers(to_plain(x)) for x in (g, cfg["optimizer"], data))
+    return _hash({"general": g, "optimizer": optimizer, "data": data, "model": model,
                   "training_noise": training_noise})
 
 

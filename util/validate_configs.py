@@ -12,7 +12,8 @@ indices against the real model. Each distinct config is validated once.
 
 For each file it prints the number of experiments and every distinct error with the file, the
 sub-experiment (the YAML block below the top level, e.g. ``gauss_add``), the key and how many
-experiments share it. Exit status 1 when any file has an error.
+experiments share it. A file whose check fails unexpectedly (a bug) gets that error in its report;
+the other files' reports are unaffected. Exit status 1 when any file has an error.
 
 The local runner (:mod:`util.local_run`) expands files with :func:`expand_file` too.
 """
@@ -243,7 +244,8 @@ def _expand_leaf(raw: list[dict], keys: list[str], overwrite: Mapping[str, Any] 
 
 
 def _canonical(value: Any) -> Any:
-    """Equal for two values exactly when their JSON (what config_hash hashes) is equal."""
+    """Equal for two values exactly when their JSON is equal (seml add's duplicate check;
+    :func:`util.config.config_hash` also equates 1 and 1.0)."""
     if value is MISSING:
         return "<missing>"
     if isinstance(value, _SCALARS):
@@ -261,9 +263,9 @@ def _flat_items(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 
 class _DedupeKeys:
-    """Keys equal exactly when two experiments' configs have the same config hash.
+    """Keys equal exactly when two experiments' configs have the same JSON.
 
-    seml add drops an experiment whose resolved config hashes like an earlier one. Hashing
+    seml add drops an experiment whose resolved config hashes (as JSON) like an earlier one. Hashing
     every full config is slow, so each key is two parts: the config outside the file's varying
     keys (the same for a whole sub-experiment, serialised once) and the values at the varying
     keys. An explicitly given sacred ``seed`` counts too, as in seml's hash.
@@ -378,24 +380,35 @@ def group_problems(path: Path, failures: Iterable[tuple[Experiment, str]]) -> li
     return list(grouped.values())
 
 
+def _unexpected(path: Path, err: BaseException) -> Problem:
+    """A file-level problem for an exception the checks did not foresee (a bug to report)."""
+    return Problem(path, None, f"unexpected error while validating this file: "
+                               f"{type(err).__name__}: {err}")
+
+
 def validate_file(path: str | os.PathLike,
                   overwrite: Mapping[str, Any] | None = None) -> FileReport:
-    """Expand and validate one file; every distinct error becomes one :class:`Problem`."""
+    """Expand and validate one file; every distinct error becomes one :class:`Problem`.
+
+    Never raises for a broken file: an exception the checks did not foresee becomes a
+    problem of the file, naming the exception.
+    """
     t0 = time.perf_counter()
     path = Path(path)
     report = FileReport(path)
     try:
         expansion = expand_file(path, overwrite)
+        report.n_experiments = len(expansion.experiments)
+        report.n_expanded = expansion.n_expanded
+        if not expansion.experiments:
+            report.problems.append(Problem(path, None, "expands to no experiments"))
+        failures = ((exp, check(exp)) for exp in expansion.experiments)
+        report.problems += group_problems(path, ((e, m) for e, m in failures if m is not None))
     except ExpansionError as err:
         report.problems.append(Problem(path, None, str(err)))
-        report.seconds = time.perf_counter() - t0
-        return report
-    report.n_experiments = len(expansion.experiments)
-    report.n_expanded = expansion.n_expanded
-    if not expansion.experiments:
-        report.problems.append(Problem(path, None, "expands to no experiments"))
-    failures = ((exp, check(exp)) for exp in expansion.experiments)
-    report.problems += group_problems(path, ((e, m) for e, m in failures if m is not None))
+    except Exception as err:  # noqa: BLE001 - one file's bug must not hide the other reports
+        log.debug("validating %s", path, exc_info=True)
+        report.problems.append(_unexpected(path, err))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -434,8 +447,15 @@ def validate_files(files: Sequence[Path], jobs: int = 1) -> list[FileReport]:
     # the big files first, so that no single worker is left with them at the end
     order = sorted(range(len(files)), key=lambda i: -Path(files[i]).stat().st_size
                    if Path(files[i]).is_file() else 0)
+    results: dict[int, FileReport] = {}
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-        results = dict(zip(order, pool.map(validate_file, [files[i] for i in order])))
+        futures = {i: pool.submit(validate_file, files[i]) for i in order}
+        for i, future in futures.items():
+            try:
+                results[i] = future.result()
+            except Exception as err:  # noqa: BLE001 - e.g. a worker that died (BrokenProcessPool)
+                results[i] = FileReport(Path(files[i]), problems=[_unexpected(Path(files[i]),
+                                                                              err)])
     return [results[i] for i in range(len(files))]
 
 

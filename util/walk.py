@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from noise.config import NoiseConfig, NoNoise, noise_config_to_dict, parse_noise_config
+from noise.config import (NOISE_TYPES, NoiseConfig, NoNoise, check_finite_float32,
+                          noise_config_to_dict, parse_noise_config)
 from noise.placement import configure
 
 from .config import DEFAULT_CONFIG, ConfigError
@@ -77,28 +78,57 @@ class WalkSettings:
                                    "enable_in_eval": True})
 
 
-def parse_walk(walk: Mapping[str, Any] | None, n_sites: int) -> WalkSettings:
-    """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input."""
+def _walk_float(key: str, value: Any) -> float:
+    """A finite number that fits float32 (σ values are drawn in float32); ConfigError else."""
+    try:
+        return check_finite_float32(f"walk.{key}", value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | None = None,
+               has_test_split: bool = True) -> WalkSettings:
+    """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input.
+
+    ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
+    ``data.val_split``) decide whether ``eval_split: test`` is allowed.
+    """
+    if walk is not None and not isinstance(walk, Mapping):
+        raise ConfigError(f"walk must be a dict of walk settings, got {walk!r}")
     w = dict(WALK_DEFAULTS)
     for key, value in (walk or {}).items():
         if key not in WALK_DEFAULTS:
             raise ConfigError(f"walk: unknown key {key!r}; allowed: {list(WALK_DEFAULTS)}")
         w[key] = value
+    if not isinstance(w["noise_type"], str) or w["noise_type"] not in NOISE_TYPES \
+            or w["noise_type"] == "NoNoise":
+        raise ConfigError(f"walk.noise_type {w['noise_type']!r} is not a noise type with a σ "
+                          f"to walk; allowed: {sorted(set(NOISE_TYPES) - {'NoNoise'})}")
+    if w["sigma_key"] is not None and not isinstance(w["sigma_key"], str):
+        raise ConfigError(f"walk.sigma_key must be a key of walk.noise_type or null, "
+                          f"got {w['sigma_key']!r}")
     sigma_key = w["sigma_key"] or ("StdAmplitude" if w["noise_type"] == "GaussCombined"
                                    else "GaussStd")
+    params = w["params"]
+    if params is not None and not (isinstance(params, Mapping)
+                                   and all(isinstance(k, str) for k in params)):
+        raise ConfigError(f"walk.params must be a dict of {w['noise_type']}'s keys (e.g. "
+                          f"{{StdRatio: 0.5}}) or null, got {params!r}")
     sigmas = default_sigmas() if w["sigmas"] is None else w["sigmas"]
     if not isinstance(sigmas, (list, tuple)) or not sigmas:
         raise ConfigError(f"walk.sigmas must be a non-empty list of σ >= 0, got {sigmas!r}")
-    try:
-        sigmas = tuple(float(s) for s in sigmas)
-    except (TypeError, ValueError):
-        raise ConfigError(f"walk.sigmas must be numbers, got {w['sigmas']!r}") from None
+    sigmas = tuple(_walk_float(f"sigmas[{i}]", s) for i, s in enumerate(sigmas))
     if any(not s >= 0 for s in sigmas):
         raise ConfigError(f"walk.sigmas must all be >= 0, got {list(sigmas)}")
     if w["search"] not in SEARCHES:
         raise ConfigError(f"walk.search {w['search']!r} is unknown; allowed: {list(SEARCHES)}")
     if w["eval_split"] not in SPLITS:
         raise ConfigError(f"walk.eval_split {w['eval_split']!r}; allowed: {list(SPLITS)}")
+    if w["eval_split"] == "test" and not has_test_split:
+        raise ConfigError(f"walk.eval_split 'test': dataset {dataset} has no separate test split "
+                          "with this data.val_split (null: the official test split is the "
+                          "validation split); allowed: 'validation', or 'test' with "
+                          "data.val_split set")
     for key in ("repeats", "max_evals", "chunk_size"):
         v = w[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -109,10 +139,20 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int) -> WalkSettings:
     if w["search"] == "midpoint" and w["max_evals"] < 3:
         raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
     lo_hi = w["sigma_range"]
-    if (not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2
-            or not 0 < float(lo_hi[0]) < float(lo_hi[1])):
+    if not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2:
         raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
                           f"got {lo_hi!r}")
+    lo, hi = (_walk_float(f"sigma_range[{i}]", v) for i, v in enumerate(lo_hi))
+    if not 0 < lo < hi:
+        raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
+                          f"got {lo_hi!r}")
+    tolerance = _walk_float("tolerance_decades", w["tolerance_decades"])
+    if tolerance <= 0:
+        raise ConfigError(f"walk.tolerance_decades must be > 0 (the bisection's stop width in "
+                          f"decades of σ), got {w['tolerance_decades']!r}")
+    enabled = w["enabled"]
+    if not isinstance(enabled, bool) and enabled not in (0, 1):
+        raise ConfigError(f"walk.enabled must be true or false, got {enabled!r}")
     sites = w["sites"]
     if sites is not None:
         if not isinstance(sites, (list, tuple)) or not sites:
@@ -121,16 +161,17 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int) -> WalkSettings:
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < n_sites:
                 raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
                                   f"{n_sites} sites (valid: 0..{n_sites - 1})")
+        if len(set(sites)) != len(sites):
+            raise ConfigError(f"walk.sites lists a site twice: {list(sites)}")
         sites = tuple(sites)
-    settings = WalkSettings(w["noise_type"], sigma_key, dict(w["params"] or {}), sigmas,
-                            w["repeats"], sites, w["search"],
-                            (float(lo_hi[0]), float(lo_hi[1])), w["max_evals"],
-                            float(w["tolerance_decades"]), w["eval_split"], w["chunk_size"],
-                            b)
+    settings = WalkSettings(w["noise_type"], sigma_key, dict(params or {}), sigmas,
+                            w["repeats"], sites, w["search"], (lo, hi), w["max_evals"],
+                            tolerance, w["eval_split"], w["chunk_size"], b)
     try:
-        settings.noise(1.0)
+        for sigma in {*sigmas, lo, hi}:
+            settings.noise(sigma)
     except ValueError as err:
-        raise ConfigError(f"walk: {err}") from None
+        raise ConfigError(f"walk (noise_type, sigma_key, params): {err}") from None
     return settings
 
 
@@ -310,7 +351,9 @@ def _bisect(evaluate, settings: WalkSettings, level: float) -> dict[float, float
 
     Assumes accuracy falls with σ (the first crossing is found for non-monotone curves only
     if the bracket's ends straddle it). At most ``max_evals`` σ values; stops early when the
-    bracket is narrower than ``tolerance_decades``. Returns {σ: mean accuracy}.
+    bracket is narrower than ``tolerance_decades``, and whenever the next σ would not be new
+    (not finite, not strictly inside the bracket, or already evaluated: float resolution, or
+    settings that bypassed :func:`parse_walk`). Returns {σ: mean accuracy}.
     """
     lo, hi = settings.sigma_range
     curve = {lo: evaluate(lo)}
@@ -321,10 +364,16 @@ def _bisect(evaluate, settings: WalkSettings, level: float) -> dict[float, float
     if curve[hi] > level:  # never falls: σ_mid > hi (a lower bound)
         return curve
     while len(curve) < settings.max_evals:
+        if not 0 < lo < hi < math.inf:  # no finite σ between them in log σ
+            log.debug("bisection stops: bracket [%r, %r] cannot be bisected in log σ", lo, hi)
+            break
         llo, lhi = math.log10(lo), math.log10(hi)
         if lhi - llo <= settings.tolerance_decades:
             break
         mid = 10 ** ((llo + lhi) / 2)
+        if not lo < mid < hi or mid in curve:  # float resolution reached
+            log.debug("bisection stops: no new σ between %r and %r", lo, hi)
+            break
         curve[mid] = evaluate(mid)
         if curve[mid] > level:
             lo = mid
@@ -352,7 +401,7 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
                                    log_metric=log_metric, progress=progress)
     loader = (p.dataset.test_loader(p.device) if vc.walk.eval_split == "test"
               else p.dataset.val_loader(p.device))
-    if loader is None:
+    if loader is None:  # parse_walk rejects this up front; here only if has_test_split erred
         raise ConfigError(f"walk.eval_split 'test': dataset {p.dataset.name} has no separate "
                           "test split; use 'validation'")
     walked = walk_model(p.model, loader, p.criterion, vc.walk, seed=vc.seed,
