@@ -12,6 +12,12 @@ is not an existing path. Every subcommand takes ``--filter`` (a MongoDB query as
 to the run documents), ``--where COLUMN=VALUE[,VALUE...]`` (applied to the tidy table, see
 :mod:`analysis.results`), and ``--out-dir`` (default ``analysis_output/<source>/``), and says
 what it wrote where. Bad input ends with ``error: ...`` on stderr and exit status 2.
+
+One bad run never stops the analysis: unreadable runs and runs that lack what a row needs are
+left out with a warning each (path and reason) and a count (``--strict``: stop at the first
+one instead). Runs whose training diverged are shown (``table`` lists them; a diverged run
+without an accuracy counts as chance), and a run with a non-finite σ is a row of ``results``,
+left out of σ_mid fits and plots with a warning.
 """
 from __future__ import annotations
 
@@ -117,7 +123,7 @@ def _load_with_runs(args) -> tuple[pd.DataFrame, list]:
             raise ValueError(f"--filter is not valid JSON: {err}") from None
     origin = describe_source(args.source)
     records = load_runs(args.source, filter_, states=states, timeout_s=args.timeout)
-    df = records_to_frame(records, on_bad_run="skip" if args.skip_bad_runs else "raise",
+    df = records_to_frame(records, on_bad_run="raise" if args.strict else "skip",
                           origin=origin)
     _say(f"read {len(df)} rows from {df['run_id'].nunique()} runs of {origin}")
     return apply_where(df, args.where), records
@@ -166,7 +172,12 @@ def cmd_table(args) -> int:
     out = Path(args.out) if args.out else _out_dir(args) / "sigma_mid.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    shown = table[[c for c in PRINTED_COLUMNS if c in table.columns]]
+    printed = [c for c in PRINTED_COLUMNS if c in table.columns]
+    printed += [c for c in ("n_diverged", "n_left_out")
+                if c in table.columns and (table[c] > 0).any()]
+    if "noise_generator" in table.columns and table["noise_generator"].nunique(dropna=False) > 1:
+        printed.append("noise_generator")
+    shown = table[printed]
     with pd.option_context("display.max_rows", 500, "display.width", 200,
                            "display.float_format", "{:.4g}".format):
         _say(shown.to_string(index=False))
@@ -178,17 +189,47 @@ def cmd_table(args) -> int:
     if table["non_monotone"].any():
         _say(f"note: {int(table['non_monotone'].sum())} curves cross the midpoint level "
              "more than once; σ_mid is the first crossing")
+    _notes_on_runs(df, table)
     _say(f"wrote {out}")
     return 0
 
 
+def _notes_on_runs(df: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Print the diverged runs, the rows no fit could use, and curves of mixed generators."""
+    noisy = df[df["placement"] != "none"]
+    diverged = df[df["diverged"].notna()]
+    if not diverged.empty:
+        cols = ["run_id", "conf_name", "noise_type", "enable_in_training", "site_name", "sigma",
+                "diverged", "accuracy"]
+        with pd.option_context("display.max_rows", 100, "display.width", 200,
+                               "display.float_format", "{:.4g}".format):
+            _say(f"note: {diverged['run_id'].nunique()} runs diverged in training (column "
+                 "diverged: the epoch in which the loss or a weight became non-finite); a "
+                 "diverged run without an accuracy counts as chance:",
+                 diverged[cols].rename(columns={"diverged": "diverged_epoch"})
+                 .to_string(index=False))
+    not_finite = noisy[~(np.isfinite(noisy["sigma"]) & (np.isfinite(noisy["accuracy"])
+                                                       | noisy["diverged"].notna()))]
+    if not not_finite.empty:
+        listed = ", ".join(f"{r.run_id} (σ = {r.sigma:g}, accuracy = {r.accuracy:g})"
+                           for r in not_finite.itertuples())
+        _say(f"note: {len(not_finite)} rows are left out of the σ_mid fit (σ or accuracy not "
+             f"finite): run {listed}")
+    if "noise_generator" in table.columns:
+        mixed = table["noise_generator"].fillna("").str.contains(r"\+")
+        if mixed.any():
+            _say(f"note: {int(mixed.sum())} curves mix noise generators (column "
+                 "noise_generator); --where noise_generator=... selects one")
+
+
 def cmd_plot(args) -> int:
     from .plots import plot_sigma_mid, plot_walking_noise
+    from .results import curve_points
 
     df = _load(args)
     out = _out_dir(args)
     table = _sigma_mid_table(df, args)
-    site_rows = df[(df["placement"] != "none") & (df["site"] >= 0)]
+    site_rows = curve_points(df[(df["placement"] != "none") & (df["site"] >= 0)], "plot")
     written, used = [], set()
     for key, rows in iter_conditions(site_rows):
         label = condition_label(key)
@@ -232,7 +273,12 @@ def cmd_weights(args) -> int:
 
     df = _load(args)
     out = _out_dir(args)
-    df = df[df["checkpoint"].notna()]
+    diverged = df[df["diverged"].notna() & df["checkpoint"].notna()]
+    if not diverged.empty:
+        log.warning("weights: leaving out the checkpoints of %d runs whose training diverged "
+                    "(run(s) %s)", diverged["run_id"].nunique(),
+                    sorted(set(diverged["run_id"])))
+    df = df[df["checkpoint"].notna() & df["diverged"].isna()]
     if df.empty:
         raise ValueError("no run records a checkpoint (result['artifacts']['checkpoint'])")
     frames, written, used = [], [], set()
@@ -563,8 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "COLUMN!=VALUE); repeatable")
         p.add_argument("--states", nargs="+", default=["COMPLETED"],
                        help="run statuses to read (default COMPLETED; 'all' for every run)")
-        p.add_argument("--skip-bad-runs", action="store_true",
-                       help="leave out runs that lack needed fields instead of failing")
+        p.add_argument("--strict", action="store_true",
+                       help="fail on the first run that lacks a needed field (default: leave "
+                       "such runs out, with a warning naming each)")
+        # the default now; accepted so that older command lines keep working
+        p.add_argument("--skip-bad-runs", action="store_true", help=argparse.SUPPRESS)
         p.add_argument("--timeout", type=float, default=10.0,
                        help="seconds to wait for the MongoDB server (default 10)")
         p.add_argument("--out-dir", help="output folder (default analysis_output/<source>/)")

@@ -43,9 +43,25 @@ row per run, or one row per evaluation for a walk run (whose result holds
 ``config_hash``          hash of the run's config (bookkeeping keys left out)
 ``run_id``               run id as a string (the run folder's name / the MongoDB ``_id``)
 ``checkpoint``           path of the checkpoint the run trained or used
+``diverged``             the 1-based epoch in which the training loss or a weight became
+                         non-finite (``result['diverged']['epoch']``); NaN for a normal run
+                         and for results written before runs recorded it
+``noise_generator``      the Gaussian generator that drew the noise: ``'fast_rng'`` (the
+                         compiled CPU kernel) or ``'torch.randn'``; None when the result does
+                         not say (older runs)
 =======================  ======================================================================
 
 :func:`sigma_mid_per_site` turns such a table into σ_mid per site (one row per curve).
+
+Runs that cannot give a row never stop the others from being read. A run store's unreadable
+runs (truncated or non-object ``run.json``/``config.json``) are skipped with a warning each by
+:func:`util.run_store.iter_runs`. A readable run that lacks what a row needs (no result, a
+config without its sections, no accuracy, ...) is named in a ValueError by default, or, with
+``on_bad_run='skip'`` (the default of ``python -m analysis``), left out with a warning naming
+its path and a summary count. A run that is not COMPLETED and has no result yet is simply not
+finished: it is left out with an INFO line, never an error. A run stored with a non-finite
+noise number (σ = inf written by an older version) is a row, with a warning: its σ columns
+are inf (NaN where the value is NaN) and :func:`sigma_mid_per_site` leaves it out of the fit.
 """
 from __future__ import annotations
 
@@ -70,14 +86,14 @@ log = logging.getLogger(__name__)
 __all__ = ["COLUMNS", "CURVE_COLUMNS", "ALL_SITES", "PLACEMENTS", "RunRecord", "load_results",
            "read_run_store", "read_collection", "records_to_frame", "sigma_mid_per_site",
            "parse_source", "load_runs", "describe_source", "CONDITION_COLUMNS",
-           "iter_conditions", "condition_label"]
+           "iter_conditions", "condition_label", "curve_points"]
 
 COLUMNS = [
     "dataset", "model_class", "conf_name", "placement", "site", "site_name", "noise_type",
     "sigma", "std_ratio", "order", "sigma_add", "sigma_mul", "enable_in_training",
     "enable_in_eval", "weight_clamping", "repetition", "repeat_number", "eval_repeat",
     "eval_split", "experiment_name", "accuracy", "test_accuracy", "loss", "clean_accuracy",
-    "chance", "trained", "config_hash", "run_id", "checkpoint",
+    "chance", "trained", "config_hash", "run_id", "checkpoint", "diverged", "noise_generator",
 ]
 
 #: The columns that name one walking-noise curve (accuracy versus σ at one site under one
@@ -98,19 +114,27 @@ DEFAULT_STATES = ("COMPLETED",)
 MONGO_PREFIX = "mongodb:"
 
 _FLOAT_COLUMNS = ["sigma", "std_ratio", "sigma_add", "sigma_mul", "repetition", "accuracy",
-                  "test_accuracy", "loss", "clean_accuracy", "chance"]
+                  "test_accuracy", "loss", "clean_accuracy", "chance", "diverged"]
+#: The columns computed from a noise config's numbers (see :func:`_tolerating_non_finite`).
+_NOISE_NUMBER_COLUMNS = ("sigma", "std_ratio", "sigma_add", "sigma_mul")
+#: Finite numbers that stand in for a stored config's non-finite ones while it is described.
+_STAND_INS = (0.5, 0.25)
+#: The sections every stored config has (sacred stores the whole config).
+_CONFIG_SECTIONS = ("general", "data", "model", "noise_settings")
 _INT_COLUMNS = ["site", "repeat_number", "eval_repeat"]
 _BOOL_COLUMNS = ["enable_in_training", "enable_in_eval"]
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One stored run, whatever its source: its id, status, config and result."""
+    """One stored run, whatever its source: its id, status, config and result; ``where``
+    names it in messages (its folder in a run store, the collection and ``_id`` in MongoDB)."""
 
     run_id: str
     status: str
     config: Any
     result: Any
+    where: str | None = None
 
 
 class _BadRun(ValueError):
@@ -246,10 +270,11 @@ def read_run_store(path: str | os.PathLike, filter: Mapping[str, Any] | None = N
                          "the folder of sacred's FileStorageObserver, e.g. runs/)")
     if not store.is_dir():
         raise ValueError(f"run store {os.fspath(store)!r} is a file, not a run store folder")
-    every = list(iter_runs(store))
+    every = list(iter_runs(store))  # warns about each unreadable run, and counts them
     if not every:
-        raise ValueError(f"run store {os.fspath(store)!r} holds no runs (expected folders "
-                         "<id>/ with run.json and config.json)")
+        raise ValueError(f"run store {os.fspath(store)!r} holds no runs that can be read "
+                         "(expected folders <id>/ with run.json and config.json; unreadable "
+                         "ones are named in the warnings above)")
     use_states = states and "status" not in filter
     records, statuses = [], {}
     for run in every:
@@ -261,7 +286,7 @@ def read_run_store(path: str | os.PathLike, filter: Mapping[str, Any] | None = N
         if filter and not _matches(doc, filter):
             continue
         records.append(RunRecord(run.run_id, run.status, _restore(run.config),
-                                 _restore(run.result)))
+                                 _restore(run.result), os.fspath(run.path)))
     if not records:
         what = f"with status in {list(states)}" if use_states else ""
         what += (" and " if what else "") + (f"matching filter {filter}" if filter else "")
@@ -335,8 +360,21 @@ def read_collection(collection: str, filter: Mapping[str, Any] | None = None,
         what += (" and " if what else "") + (f"matching filter {filter}" if filter else "")
         raise ValueError(f"collection {collection!r} has no run {what or ''}".rstrip()
                          + f" (statuses present: {statuses})")
-    records = [RunRecord(str(d.get("_id")), str(d.get("status", "")), d.get("config"),
-                         d.get("result")) for d in docs]
+    records, malformed = [], 0
+    for d in docs:
+        if not isinstance(d, Mapping) or "_id" not in d:
+            malformed += 1
+            log.warning("collection %r: skipping a malformed document (no _id or not a "
+                        "document): %s", collection, str(d)[:200])
+            continue
+        records.append(RunRecord(str(d["_id"]), str(d.get("status", "")), d.get("config"),
+                                 d.get("result"), f"collection {collection!r} _id={d['_id']}"))
+    if malformed:
+        log.warning("skipped %d of %d documents in collection %r: malformed", malformed,
+                    len(docs), collection)
+    if not records:
+        raise ValueError(f"collection {collection!r}: none of its {len(docs)} documents is "
+                         "a readable run")
     records.sort(key=lambda r: _natural_key(r.run_id))
     return records
 
@@ -468,19 +506,111 @@ def _is_noise_free(site_configs) -> bool:
     return not any(c.active(training=True) or c.active(training=False) for c in site_configs)
 
 
+def _replace_non_finite(obj: Any, value: float) -> tuple[Any, list[float]]:
+    """A copy of ``obj`` (nested dicts and lists) with every non-finite float replaced by
+    ``value``, and the numbers it replaced."""
+    found: list[float] = []
+
+    def walk(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            found.append(o)
+            return value
+        if isinstance(o, Mapping):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(obj), found
+
+
+def _tolerating_non_finite(build, obj):
+    """``(build(obj), [])``; or, when ``build`` rejects ``obj`` (ValueError) and ``obj`` holds
+    non-finite numbers (σ = inf, stored by a version that accepted it), what ``build`` makes of
+    ``obj`` with finite stand-ins for them, and the numbers replaced.
+
+    ``build`` returns ``(rows, extra)``; it is called with two different stand-ins, and every
+    noise-number column of a row that differs between the two depends on a non-finite number:
+    it gets inf when every replaced number is +inf, NaN otherwise (``std_ratio``, a ratio of
+    them, NaN). A rejection that the stand-ins do not cure re-raises the original error."""
+    try:
+        return build(obj), []
+    except ValueError as err:
+        (first, found), (second, _) = (_replace_non_finite(obj, v) for v in _STAND_INS)
+        if not found:
+            raise
+        try:
+            (rows, extra), (rows_b, _) = build(first), build(second)
+        except ValueError:
+            raise err from None
+    value = math.inf if all(v == math.inf for v in found) else math.nan
+    for row, row_b in zip(rows, rows_b):
+        for col in _NOISE_NUMBER_COLUMNS:
+            a, b = row.get(col), row_b.get(col)
+            if a != b and not (a != a and b != b):  # differ, and are not both NaN
+                row[col] = math.nan if col == "std_ratio" else value
+    return (rows, extra), found
+
+
+def _diverged_epoch(result: Mapping[str, Any]) -> float:
+    """``result['diverged']['epoch']``; NaN for a normal run (None, or no key: older runs)."""
+    diverged = result.get("diverged")
+    if isinstance(diverged, Mapping) and isinstance(diverged.get("epoch"), numbers.Real):
+        return float(diverged["epoch"])
+    return math.nan
+
+
 def _run_rows(rec: RunRecord, keys: _Keys) -> tuple[list[dict], list[tuple[tuple, float]]]:
     """The rows of one run, and its noise-free accuracies ((exact, loose) key, accuracy)."""
-    from data import resolve_name
-    from noise.config import parse_noise_config
-    from util.config import ConfigError, config_hash, merged_with_defaults, validate_config
+    from util.config import config_hash, merged_with_defaults
 
     rid = rec.run_id
     if not isinstance(rec.config, Mapping) or not rec.config:
         raise _BadRun(f"run {rid}: has no config")
-    result = rec.result
-    if not isinstance(result, Mapping):
-        raise _BadRun(f"run {rid}: has no result (result is {result!r}); did it finish?")
+    missing = [s for s in _CONFIG_SECTIONS if not isinstance(rec.config.get(s), Mapping)]
+    if missing:
+        raise _BadRun(f"run {rid}: its config lacks the section(s) {missing} (a stored "
+                      f"config has all of {list(_CONFIG_SECTIONS)})")
+    if not isinstance(rec.result, Mapping):
+        raise _BadRun(f"run {rid}: has no result (result is {str(rec.result)[:80]!r}); did "
+                      "it finish?")
     config = merged_with_defaults(rec.config)
+    (rows, clean), non_finite = _tolerating_non_finite(
+        lambda c: _config_rows(rec, c, keys), config)
+    if non_finite:
+        for row in rows:  # the columns that describe the stored config itself
+            row["weight_clamping"] = _weight_clamping_label(config["general"])
+            row["config_hash"] = rec.result.get("config_hash") or config_hash(config)
+        clean = []  # a config that cannot run is nobody's clean reference
+    # a walk's evaluations are warned about one by one (see _walk_rows)
+    _warn_non_finite(rec.where or f"run {rid}", "its config", non_finite,
+                     [] if rec.result.get("evaluations") is not None else rows)
+    return rows, clean
+
+
+def _warn_non_finite(where: str, what: str, replaced: list[float], rows: list[dict]) -> None:
+    """One warning for a run stored with non-finite numbers (by a version that accepted
+    them): those ``what`` (its config, its noise) holds, and the non-finite σ of ``rows``."""
+    sigmas = sorted({str(r["sigma"]) for r in rows if not math.isfinite(r["sigma"])})
+    notes = []
+    if replaced:
+        notes.append(f"{what} holds non-finite number(s) {sorted(set(map(str, replaced)))}, "
+                     "which a run now rejects (stored by an older version)")
+    if sigmas:
+        notes.append(f"σ = {', '.join(sigmas)}: shown as a row, left out of σ_mid fits and "
+                     "plots")
+    if notes:
+        log.warning("%s: %s", where, "; ".join(notes))
+
+
+def _config_rows(rec: RunRecord, config: Mapping[str, Any], keys: _Keys
+                 ) -> tuple[list[dict], list[tuple[tuple, float]]]:
+    """:func:`_run_rows` for a config with defaults merged in."""
+    from data import resolve_name
+    from noise.config import parse_noise_config
+    from util.config import ConfigError, config_hash, validate_config
+
+    rid, result = rec.run_id, rec.result
     try:
         vc = validate_config(config)
     except (ConfigError, ValueError) as err:
@@ -494,6 +624,7 @@ def _run_rows(rec: RunRecord, keys: _Keys) -> tuple[list[dict], list[tuple[tuple
     checkpoint = (result.get("artifacts") or {}).get("checkpoint") \
         if isinstance(result.get("artifacts"), Mapping) else None
     trained = result.get("trained")
+    generator = result.get("noise_generator")
     base = {
         "dataset": dataset, "model_class": vc.model_class, "conf_name": vc.conf_name,
         "weight_clamping": _weight_clamping_label(general),
@@ -504,6 +635,8 @@ def _run_rows(rec: RunRecord, keys: _Keys) -> tuple[list[dict], list[tuple[tuple
         "config_hash": result.get("config_hash") or config_hash(config),
         "run_id": rid,
         "checkpoint": checkpoint or result.get("checkpoint_used"),
+        "diverged": _diverged_epoch(result),
+        "noise_generator": generator if isinstance(generator, str) else None,
     }
     exact, loose = keys(config)
     evaluations = result.get("evaluations")
@@ -511,17 +644,19 @@ def _run_rows(rec: RunRecord, keys: _Keys) -> tuple[list[dict], list[tuple[tuple
         return _walk_rows(rec, config, vc, base, (exact, loose), parse_noise_config)
 
     accuracy = _final_metric(result, "validation", "accuracy")
-    if accuracy is None:
+    if accuracy is None and math.isnan(base["diverged"]):
         raise _BadRun(f"run {rid}: result lacks the final validation accuracy "
                       f"(result['final']['validation_accuracy'] or "
                       f"result['validation']['accuracy']); result keys: {sorted(result)}")
+    accuracy = math.nan if accuracy is None else accuracy  # a diverged run may have none
     test = _final_metric(result, "test", "accuracy")
     loss = _final_metric(result, "validation", "loss")
     row = {**base, **_placement(config, vc), "eval_repeat": 0, "eval_split": "validation",
            "accuracy": accuracy, "test_accuracy": math.nan if test is None else test,
            "loss": math.nan if loss is None else loss, "clean_accuracy": math.nan,
            "_keys": (exact, loose)}
-    clean = [((exact, loose), accuracy)] if _is_noise_free(vc.site_configs) else []
+    noise_free = _is_noise_free(vc.site_configs) and math.isfinite(accuracy)
+    clean = [((exact, loose), accuracy)] if noise_free else []
     return [row], clean
 
 
@@ -545,9 +680,12 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
         if missing:
             raise _BadRun(f"run {rid}: evaluation {i} lacks {missing}; it has {sorted(ev)}")
         try:
-            cfg = parse_noise_config(ev["noise"])
+            ([noise_cols], [cfg]), non_finite = _tolerating_non_finite(
+                lambda d: ([_noise_columns(c := parse_noise_config(d))], [c]), ev["noise"])
         except ValueError as err:
             raise _BadRun(f"run {rid}: evaluation {i} has a bad noise dict: {err}") from None
+        _warn_non_finite(f"{rec.where or f'run {rid}'}, evaluation {i}", "its noise",
+                         non_finite, [noise_cols])
         site = ev.get("site")
         if site is not None and not isinstance(site, numbers.Integral):
             raise _BadRun(f"run {rid}: evaluation {i} has site {site!r}, not a site index")
@@ -563,7 +701,7 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
             repetition = float(vc.repetitions[site])
         loss = ev.get("loss")
         rows.append({**base, "placement": placement, "site": site, "site_name": name,
-                     **_noise_columns(cfg), "enable_in_training": noisy_training,
+                     **noise_cols, "enable_in_training": noisy_training,
                      "enable_in_eval": bool(cfg.enable_in_eval), "repetition": repetition,
                      "eval_repeat": int(ev.get("repeat") or 0), "eval_split": split,
                      "accuracy": float(ev["accuracy"]),
@@ -577,6 +715,18 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
     return rows, clean
 
 
+def _checked_rows(rec: RunRecord, keys: _Keys):
+    """:func:`_run_rows`, with an error that odd stored content causes (a string where a
+    number belongs, ...) turned into a :class:`_BadRun` that names the run."""
+    try:
+        return _run_rows(rec, keys)
+    except _BadRun:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        raise _BadRun(f"run {rec.run_id}: unexpected content in its config or result "
+                      f"({type(err).__name__}: {err})") from None
+
+
 def records_to_frame(records: Iterable[RunRecord], *, on_bad_run: str = "raise",
                      origin: str = "results") -> pd.DataFrame:
     """The tidy DataFrame (:data:`COLUMNS`) of some runs; see :func:`load_results`."""
@@ -587,26 +737,38 @@ def records_to_frame(records: Iterable[RunRecord], *, on_bad_run: str = "raise",
     clean: dict[str, list[float]] = {}
     clean_loose: dict[str, list[float]] = {}
     bad: list[str] = []
+    unfinished: dict[str, int] = {}
     n_records = 0
     for rec in records:
         n_records += 1
+        if rec.result is None and rec.status not in ("COMPLETED", ""):
+            # not finished (RUNNING, FAILED, INTERRUPTED, ...): nothing to show, nothing wrong
+            unfinished[rec.status] = unfinished.get(rec.status, 0) + 1
+            continue
         try:
-            run_rows, run_clean = _run_rows(rec, keys)
+            run_rows, run_clean = _checked_rows(rec, keys)
         except _BadRun as err:
             if on_bad_run == "raise":
-                raise ValueError(f"{origin}: {err} (pass on_bad_run='skip' / --skip-bad-runs "
-                                 "to leave such runs out)") from None
+                where = f" ({rec.where})" if rec.where else ""
+                raise ValueError(f"{origin}: {err}{where} (on_bad_run='skip', the default of "
+                                 "python -m analysis, leaves such runs out with a warning)") \
+                    from None
+            log.warning("%s: leaving out %s: %s", origin, rec.where or f"run {rec.run_id}", err)
             bad.append(str(err))
             continue
         rows.extend(run_rows)
         for (exact, loose), acc in run_clean:
             clean.setdefault(exact, []).append(acc)
             clean_loose.setdefault(loose, []).append(acc)
+    if unfinished:
+        log.info("%s: left out %d runs without a result (not finished: %s)", origin,
+                 sum(unfinished.values()), unfinished)
     if bad:
-        log.warning("%s: left out %d of %d runs that lack what a row needs, e.g. %s",
-                    origin, len(bad), n_records, "; ".join(bad[:3]))
+        log.warning("%s: left out %d of %d runs that lack what a row needs (each named "
+                    "above)", origin, len(bad), n_records)
     if not rows:
-        raise ValueError(f"{origin}: no usable runs ({n_records} read, {len(bad)} left out)")
+        raise ValueError(f"{origin}: no usable runs ({n_records} read, {len(bad)} left out "
+                         f"as bad, {sum(unfinished.values())} not finished)")
     n_missing = 0
     for row in rows:
         exact, loose = row.pop("_keys")
@@ -623,6 +785,8 @@ def records_to_frame(records: Iterable[RunRecord], *, on_bad_run: str = "raise",
     frame[_FLOAT_COLUMNS] = frame[_FLOAT_COLUMNS].astype(float)
     frame[_INT_COLUMNS] = frame[_INT_COLUMNS].astype(int)
     frame[_BOOL_COLUMNS] = frame[_BOOL_COLUMNS].astype(bool)
+    generator = frame["noise_generator"].astype(object)
+    frame["noise_generator"] = generator.where(generator.notna(), None)  # not NaN
     order = sorted(range(len(frame)), key=lambda i: _natural_key(frame["run_id"].iat[i]))
     return frame.iloc[order].reset_index(drop=True)
 
@@ -686,6 +850,64 @@ def load_runs(source: str | os.PathLike, filter: Mapping[str, Any] | None = None
 # --------------------------------------------------------------------------- σ_mid
 
 
+def _with_points_marked(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with the accuracy of a diverged run that has none set to chance, and
+    a column ``_point``: True for rows with a finite σ and accuracy."""
+    df = df.copy()
+    accuracy = df["accuracy"].astype(float)
+    if "diverged" in df.columns:
+        as_chance = df["diverged"].notna() & ~np.isfinite(accuracy)
+        if as_chance.any():
+            log.info("%d diverged runs without an accuracy count as chance (run(s) %s)",
+                     int(as_chance.sum()), sorted(set(df.loc[as_chance, "run_id"].astype(str))))
+            df.loc[as_chance, "accuracy"] = df.loc[as_chance, "chance"]
+    df["_point"] = np.isfinite(df["sigma"].astype(float)) \
+        & np.isfinite(df["accuracy"].astype(float))
+    return df
+
+
+def _warn_left_out(df: pd.DataFrame, what: str) -> None:
+    left_out = df[~df["_point"]]
+    if left_out.empty:
+        return
+    shown = [f"run {r.run_id} (σ = {r.sigma}, accuracy = {r.accuracy})"
+             for r in left_out.head(20).itertuples()]
+    more = f" and {len(left_out) - len(shown)} more" if len(left_out) > len(shown) else ""
+    log.warning("%s: left out %d of %d rows whose σ or accuracy is not finite (no point on a "
+                "log-σ curve): %s%s", what, len(left_out), len(df), "; ".join(shown), more)
+
+
+def curve_points(df: pd.DataFrame, what: str = "walking-noise curves") -> pd.DataFrame:
+    """The rows of a :func:`load_results` table that are points of a walking-noise curve.
+
+    A run whose training diverged (``diverged`` set) and that has no accuracy (NaN) is a model
+    at chance: its accuracy counts as ``chance`` (a diverged model with a measured accuracy
+    keeps it). Rows whose σ or accuracy is still not finite (σ = inf stored by an older
+    version, a NaN accuracy of a normal run) cannot sit on a log-σ axis: they are left out
+    with a warning that names them. ``what`` names the caller in that warning."""
+    marked = _with_points_marked(df)
+    _warn_left_out(marked, what)
+    return marked[marked["_point"]].drop(columns="_point")
+
+
+def _describe_curve(cols: Sequence[str], key: tuple) -> str:
+    return ", ".join(f"{c}={v}" for c, v in zip(cols, key)
+                     if c in ("conf_name", "noise_type", "site_name", "enable_in_training",
+                              "repeat_number", "dataset"))
+
+
+def _generator_label(rows: pd.DataFrame, desc: str) -> str | None:
+    """The one noise generator of a curve's rows; several: a warning, and ``'a+b'``."""
+    counts = rows["noise_generator"].fillna("unknown").value_counts().sort_index()
+    if len(counts) == 1:
+        return rows["noise_generator"].iloc[0]
+    log.warning("σ_mid per site: curve (%s) mixes noise generators %s: its points were drawn "
+                "by different generators (the same config gives other numbers under each); "
+                "select one with --where noise_generator=... (or group by it)", desc,
+                {k: int(v) for k, v in counts.items()})
+    return "+".join(counts.index)
+
+
 def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None, *,
                        clean_accuracy: float | None = None,
                        repeat_col: str | None = "repeat_number") -> pd.DataFrame:
@@ -694,8 +916,16 @@ def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None
     Noise-free rows (``placement == 'none'``) are left out (they are the curves' clean
     reference, already in ``clean_accuracy``). Curves are the groups of ``group_cols``
     (default: those of :data:`CURVE_COLUMNS` the table has); ``clean_accuracy`` overrides the
-    table's column (e.g. when no noise-free run was stored). Returns
-    :func:`analysis.midpoint.midpoint_table` (one row per curve, sorted by the group columns).
+    table's column (e.g. when no noise-free run was stored). The points of each curve are
+    those of :func:`curve_points`: a diverged run without an accuracy counts as chance, a row
+    with a non-finite σ or accuracy is left out with a warning (it never stops the others).
+
+    Returns :func:`analysis.midpoint.midpoint_table` (one row per curve, sorted by the group
+    columns), plus ``n_diverged`` (runs of the curve whose training diverged),
+    ``n_left_out`` (its rows left out as not finite) and, where the table has it and it is
+    not a group column, ``noise_generator``: the generator of the curve's points, or
+    ``'a+b'`` when they mix generators (which also logs a warning: the noise generator is
+    not a curve column, so a curve measured partly under each is still one curve).
 
     Raises:
         ValueError: no noisy rows, a curve without a clean accuracy (the message names it and
@@ -708,7 +938,7 @@ def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None
     if missing:
         raise ValueError(f"σ_mid per site: the table lacks column(s) {missing}; "
                          "expected a load_results() table")
-    noisy = df[df["placement"] != "none"].copy()
+    noisy = df[df["placement"] != "none"]
     if noisy.empty:
         raise ValueError("σ_mid per site: every run is noise-free (placement 'none'); there is "
                          "no walking-noise curve")
@@ -716,22 +946,39 @@ def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None
     if group_cols is not None and len(cols) < len(group_cols):
         raise ValueError(f"σ_mid per site: unknown group column(s) "
                          f"{sorted(set(group_cols) - set(cols))}; columns: {list(df.columns)}")
+    noisy = _with_points_marked(noisy)
+    _warn_left_out(noisy, "σ_mid per site")
     if clean_accuracy is not None:
         noisy["clean_accuracy"] = float(clean_accuracy)
-    else:
-        for key, rows in noisy.groupby(cols, dropna=False, sort=True):
-            if rows["clean_accuracy"].isna().all():
-                key = key if isinstance(key, tuple) else (key,)
-                desc = ", ".join(f"{c}={v}" for c, v in zip(cols, key)
-                                 if c in ("conf_name", "noise_type", "site_name",
-                                          "enable_in_training", "repeat_number", "dataset"))
-                raise ValueError(
-                    f"σ_mid per site: curve ({desc}) has no clean accuracy: no noise-free run "
-                    "with the same data, model and training settings was found. Store one "
-                    "(noise_settings.default NoNoise) or pass clean_accuracy / "
-                    "--clean-accuracy.")
-    return midpoint_table(noisy, cols, "sigma", "accuracy", "clean_accuracy",
-                          chance="chance", repeat_col=repeat_col)
+    extras = []
+    for key, rows in noisy.groupby(cols, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        points = rows[rows["_point"]]
+        if points.empty:
+            continue
+        if points["clean_accuracy"].isna().all():
+            raise ValueError(
+                f"σ_mid per site: curve ({_describe_curve(cols, key)}) has no clean accuracy: "
+                "no noise-free run with the same data, model and training settings was found. "
+                "Store one (noise_settings.default NoNoise) or pass clean_accuracy / "
+                "--clean-accuracy.")
+        extra = {"n_diverged": int(rows["diverged"].notna().sum())
+                 if "diverged" in rows.columns else 0,
+                 "n_left_out": int((~rows["_point"]).sum())}
+        if "noise_generator" in rows.columns and "noise_generator" not in cols:
+            extra["noise_generator"] = _generator_label(points, _describe_curve(cols, key))
+        extras.append(extra)
+    points = noisy[noisy["_point"]].drop(columns="_point")
+    if points.empty:
+        raise ValueError("σ_mid per site: no noisy row has a finite σ and accuracy (see the "
+                         "warning above)")
+    table = midpoint_table(points, cols, "sigma", "accuracy", "clean_accuracy",
+                           chance="chance", repeat_col=repeat_col)
+    if len(table) != len(extras):  # both are the sorted groups of the same rows
+        raise AssertionError(f"internal: {len(table)} curves but {len(extras)} curve notes")
+    for col in extras[0]:
+        table[col] = [e[col] for e in extras]
+    return table
 
 
 # --------------------------------------------------------------------------- conditions
