@@ -9,6 +9,12 @@
 Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
 runs go to the local run store ``runs/`` (sacred's FileStorageObserver). The work lives in
 ``util/experiment.py``; this file is the sacred wiring.
+
+Before any observer starts (nothing is written, no data loaded) a run is refused with a message
+naming the setting: an invalid config, an artifact root, data root (when the dataset must be
+downloaded) or run store that is a file or cannot be written. SIGTERM (what SLURM sends before
+it kills a job) interrupts a run like Ctrl-C: sacred marks it INTERRUPTED, the last epoch
+checkpoint stays, and a rerun resumes from it.
 """
 from __future__ import annotations
 
@@ -30,9 +36,11 @@ from seml import Experiment
 # the project modules imported by then (seml's code checkpoint).
 import analysis  # noqa: F401  (midpoint and plots: the walk command)
 import data  # noqa: F401  (datasets: validation and runs)
+from util.cluster import LocationError, ensure_writable_dir
 from util.config import DEFAULT_CONFIG, ConfigError, to_plain, validate_config
-from util.experiment import run_experiment
+from util.experiment import check_locations, run_experiment
 from util.run_store import DEFAULT_RUN_STORE
+from util.signals import interrupt_on_sigterm
 from util.unsaved_runs import collect_seml_stats, keep_unsaved_runs
 from util.walk import format_sigma_mid_table, run_walk
 
@@ -66,10 +74,35 @@ def validate(config, command_name, logger):
     if command_name == "print_config":
         return {}
     try:
-        validate_config(_clean_config(config), walk=True if command_name == "walk" else None)
+        vc = validate_config(_clean_config(config), walk=True if command_name == "walk" else None)
+        # A run checks where it will write; `seml add` resolves every config through this hook
+        # too (with no logger), on the submitting machine, where the locations may differ.
+        if command_name in ("main", "walk") and logger is not None:
+            check_locations(vc)
     except ConfigError as err:
         raise SacredError(f"invalid config: {err}", print_traceback=False) from None
+    except LocationError as err:
+        raise SacredError(f"unusable location: {err}", print_traceback=False) from None
     return {}
+
+
+_NO_RUN_COMMANDS = ("print_config", "print_dependencies", "save_config", "help")
+
+
+@ex.option_hook
+def check_run_store(options):
+    """The run store (``-F`` or the default ``runs/``) must be a folder this process can write
+    into; checked before sacred's observer creates the run (which would fail half-way)."""
+    if options.get("COMMAND") in _NO_RUN_COMMANDS or options.get("--unobserved"):
+        return
+    stores = [obs.basedir for obs in ex.observers if isinstance(obs, FileStorageObserver)]
+    if options.get("--file_storage"):
+        stores.append(options["--file_storage"])
+    for store in stores:
+        try:
+            ensure_writable_dir(store, "run store (-F)")
+        except LocationError as err:
+            raise SacredError(f"unusable location: {err}", print_traceback=False) from None
 
 
 class _ShortResult(logging.Filter):
@@ -117,9 +150,10 @@ def main(_config, _run, db_collection=None):
     config = _clean_config(_config)
     if config["walk"].get("enabled"):
         return walk(_config, _run, db_collection)
-    result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
-                            db_collection=db_collection, log_metric=_run.log_scalar,
-                            progress=True)
+    with interrupt_on_sigterm():
+        result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
+                                db_collection=db_collection, log_metric=_run.log_scalar,
+                                progress=True)
     _summary(result, _run)
     return result
 
@@ -129,8 +163,10 @@ def walk(_config, _run, db_collection=None):
     """Walking sweep in one process: every site x sigma x repeat of the ``walk`` settings on the
     trained model of this config (reused, or trained first)."""
     _quiet_result_logging()
-    result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
-                      db_collection=db_collection, log_metric=_run.log_scalar, progress=True)
+    with interrupt_on_sigterm():
+        result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
+                          db_collection=db_collection, log_metric=_run.log_scalar,
+                          progress=True)
     _summary(result, _run)
     print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
           f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
@@ -157,7 +193,11 @@ def _wants_default_store(argv: list[str]) -> bool:
 
 
 if __name__ == "__main__":
-    if _wants_default_store(sys.argv) and (len(sys.argv) < 2 or sys.argv[1] not in (
-            "print_config", "print_dependencies", "save_config", "help")):
+    if _wants_default_store(sys.argv) and (len(sys.argv) < 2 or sys.argv[1] not in
+                                           _NO_RUN_COMMANDS):
         ex.observers.append(FileStorageObserver(str(DEFAULT_RUN_STORE)))
-    ex.run_commandline()
+    try:
+        ex.run_commandline()
+    except KeyboardInterrupt as err:  # sacred has marked the run INTERRUPTED
+        log.warning("run interrupted (%s)", err or "Ctrl-C")
+        sys.exit(143 if str(err) == "SIGTERM" else 130)

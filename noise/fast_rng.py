@@ -16,7 +16,10 @@ The kernel is compiled on first use with the machine's C compiler (``$CC``, ``cc
 ``gcc``) into ``$WN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/walking-noise`` or
 ``~/.cache/walking-noise``), keyed by source, flags and CPU, so that nodes with different CPUs
 sharing one home directory each get their own build. Without a compiler, on other devices and
-dtypes, or with ``WN_FAST_RNG=0``, ``torch.randn_like`` is used: same distribution, slower.
+dtypes, or with ``WN_FAST_RNG=0``, ``torch.randn_like`` is used: same distribution, slower, and
+other values. When the kernel cannot be built or loaded (no compiler, an unwritable cache
+folder, a failing self-check) a warning says so, once per process. :func:`generator_name` names
+the generator that runs (results and checkpoints record it).
 """
 from __future__ import annotations
 
@@ -25,9 +28,9 @@ import hashlib
 import logging
 import os
 import platform
+import secrets
 import shutil
 import subprocess
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +40,7 @@ import torch
 from ._fastgauss_c import C_SOURCE
 
 __all__ = ["available", "normal_like", "add_noise", "add_noise_", "library_path",
-           "use_torch_generator", "MIN_NUMEL"]
+           "use_torch_generator", "generator_name", "MIN_NUMEL"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _lib: ctypes.CDLL | None = None
 _state = "unloaded"       # unloaded | ok | off | failed
 _path: Path | None = None
 _suspended = 0            # > 0 inside use_torch_generator()
+_problems: list[str] = []  # why builds failed, for the one warning
 
 
 def _enabled() -> bool:
@@ -87,10 +91,12 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
     are harmless); False when the compiler refuses the flags or the folder is unwritable."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".so.tmp")
-        os.close(fd)
+        # created with the umask's mode (mkstemp's 0600 would keep the build from others
+        # sharing the cache folder)
+        tmp = str(target.parent / f"{target.stem}.{os.getpid()}.{secrets.token_hex(4)}.so.tmp")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as e:  # a read-only or full cache directory: fall back to torch
-        log.info("fast_rng: cannot write to %s: %s", target.parent, e)
+        _problems.append(f"cannot write to {target.parent}: {e.strerror or e}")
         return False
     src = tmp[:-len(".so.tmp")] + ".c"
     try:
@@ -101,11 +107,13 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             log.debug("fast_rng: %s failed: %s", " ".join(cmd), r.stderr[-500:])
+            _problems.append(f"{cc} {' '.join(flags)} failed")
             return False
         os.replace(tmp, target)
         return True
     except (OSError, subprocess.SubprocessError) as e:
         log.debug("fast_rng: build failed: %s", e)
+        _problems.append(f"build failed: {e}")
         return False
     finally:
         for path in (tmp, src):
@@ -118,6 +126,7 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         log.debug("fast_rng: cannot load %s: %s", path, e)
+        _problems.append(f"cannot load {path}")
         return None
     lib.wn_fastgauss_version.restype = ctypes.c_int
     lib.wn_normal_f32.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64,
@@ -128,13 +137,14 @@ def _load(path: Path) -> ctypes.CDLL | None:
                                       ctypes.c_int]
     lib.wn_add_normal_f32.restype = None
     if lib.wn_fastgauss_version() != 2:
+        _problems.append(f"{path} is another version")
         return None
     # A build that runs but computes nonsense (a miscompilation, say) must not be used.
     z = torch.empty(1 << 16)
     lib.wn_normal_f32(z.data_ptr(), z.numel(), 12345, 0.0, 1.0, 1)
     if not (torch.isfinite(z).all() and abs(float(z.mean())) < 0.02
             and abs(float(z.var()) - 1.0) < 0.03):
-        log.warning("fast_rng: %s fails its self-check; using torch.randn", path)
+        _problems.append(f"{path} fails its self-check")
         return None
     return lib
 
@@ -171,8 +181,9 @@ def _find_or_build() -> None:
             log.debug("fast_rng: using %s", target)
             return
     _state = "failed"
-    log.info("fast_rng: no compiled Gaussian kernel (compiler %s); noise uses torch.randn",
-             cc or "not found")
+    why = "; ".join(dict.fromkeys(_problems)) if cc else "no C compiler found ($CC, cc, gcc)"
+    log.warning("fast_rng: no compiled Gaussian kernel (%s); noise on the CPU uses torch.randn "
+                "(same distribution, other values, slower)", why)
 
 
 def available() -> bool:
@@ -184,6 +195,15 @@ def available() -> bool:
 
 def library_path() -> Path | None:
     return _path if available() else None
+
+
+def generator_name(device: torch.device | str = "cpu") -> str:
+    """The Gaussian generator noise on ``device`` is drawn with: ``"fast_rng"`` (the compiled
+    kernel, for CPU float32 tensors of at least :data:`MIN_NUMEL` elements; smaller ones use
+    torch's) or ``"torch.randn"``. The two give the same distribution but other values."""
+    if torch.device(device).type == "cpu" and available():
+        return "fast_rng"
+    return "torch.randn"
 
 
 @contextmanager

@@ -9,6 +9,18 @@ Checkpoints live under ``<artifact root>/checkpoints/<training hash>/``: ``epoch
 (:func:`util.config.training_hash`) leaves out evaluation-only noise, so every eval-only config
 finds the noise-free model trained for it. Lookup order for a trained model: the MongoDB
 collection (when running under seml), the local run store, then the artifact root itself.
+A ``final.pt`` that fails its checksum is reported (a warning and the result's
+``replaced_corrupt_checkpoint``) and written again from the epoch checkpoints, or by training.
+
+Divergence: after every epoch the mean training loss and every parameter and buffer are checked;
+when one is non-finite (possible at huge training noise) training stops, and that epoch's
+checkpoint, ``final.pt`` and the result carry ``diverged = {"epoch": k, "what": "loss" |
+"weights"}`` (None otherwise), so every later reuse of the model says so too.
+
+One config, one answer: the evaluation after epoch ``e`` (0-based) is seeded by
+``seed_torch(seed, "eval", e)``, and a run that did not measure its final metrics itself (a
+reused model, or one trained by a config with other evaluation noise) evaluates with the seed of
+the checkpoint's last epoch, so ``final`` is the same whether a run trained, resumed or reused.
 """
 from __future__ import annotations
 
@@ -26,12 +38,15 @@ from torch import nn
 
 from models import build_model
 
-from .artifacts import atomic_write_text, load_torch, save_torch, verify
-from .cluster import artifact_root, data_root
+from noise.fast_rng import generator_name
+
+from .artifacts import (atomic_copy, atomic_write_text, load_torch, new_temporary, save_torch,
+                        verify)
+from .cluster import artifact_root, data_root, ensure_writable_dir
 from .config import ValidatedConfig, _hash, config_hash, training_hash, validate_config
 from .run_store import iter_runs
-from .training import (best_device, clamp_weights, evaluate, seed_torch,  # noqa: F401
-                       train_epoch)
+from .training import (best_device, clamp_weights, evaluate, non_finite,  # noqa: F401
+                       seed_torch, train_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +71,29 @@ class Prepared:
 @dataclass
 class TrainOutcome:
     history: dict[str, list[float]]
+    #: at least one epoch was trained by this run
     trained: bool
     checkpoint: str
-    source: str  # 'trained' | 'database' | 'run_store' | 'artifact_root'
+    #: 'trained' (epochs ran here) | 'epoch_checkpoint' (a complete epoch checkpoint, no epoch
+    #: to run) | 'database' | 'run_store' | 'artifact_root' (reused)
+    source: str
     resumed_from_epoch: int = 0
     epoch_seconds: list[float] = field(default_factory=list)
     #: the validation/test history was measured under this config's evaluation noise
     history_is_own: bool = True
+    #: epochs the model has been trained for (the checkpoint's ``epoch``)
+    epochs: int = 0
+    #: ``{"epoch": k, "what": "loss" | "weights"}`` when training diverged, else None
+    diverged: dict | None = None
+    #: the generator of the training noise (None: noise-free training, or an older checkpoint)
+    training_noise_generator: str | None = None
+    #: the path of a corrupt ``final.pt`` this run replaced
+    replaced_corrupt_checkpoint: str | None = None
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], **kw) -> "TrainOutcome":
+        return cls(state["history"], epochs=int(state["epoch"]), diverged=state.get("diverged"),
+                   training_noise_generator=state.get("noise_generator"), **kw)
 
 
 def _match_slurm_cpus() -> None:
@@ -98,6 +129,29 @@ def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> 
     return Prepared(vc, dataset, model, device, criterion, h, ckpt_dir)
 
 
+def check_locations(vc: ValidatedConfig) -> None:
+    """Fail before a run starts (and before data is loaded) when it could not write where it
+    must: the artifact root, and the data root when the dataset still has to be downloaded.
+    Raises :class:`util.cluster.LocationError` (or ``ConfigError`` for a relative path that
+    leaves the repository root)."""
+    from data import DatasetNotFoundError, get_dataset
+
+    cfg = vc.config
+    ensure_writable_dir(artifact_root(cfg.get("artifact_root")), "artifact_root")
+    d = cfg["data"]
+    root = data_root(d.get("root"))
+    if not d.get("download", True):
+        return
+    try:
+        present = get_dataset(d["dataset"], root, batch_size=d["batch_size"], download=False,
+                              val_split=d.get("val_split"))
+        present.prepare()  # with download=False: only looks for the files
+    except DatasetNotFoundError:
+        ensure_writable_dir(root, "data.root")
+    except ValueError:  # a setting the dataset rejects: reported where the run loads it
+        pass
+
+
 def _find_in_database(h: str, db_collection: str) -> str | None:
     try:
         from seml.database import get_collection
@@ -110,21 +164,24 @@ def _find_in_database(h: str, db_collection: str) -> str | None:
         log.warning("could not query MongoDB collection %r for a trained model: %s",
                     db_collection, err)
         return None
-    if doc:
-        path = ((doc.get("result") or {}).get("artifacts") or {}).get("checkpoint")
-        if path and verify(path):
-            return path
-    return None
+    path = _stored_checkpoint(doc.get("result") if isinstance(doc, Mapping) else None)
+    return path if path and verify(path) else None
 
 
 def _find_in_run_store(h: str, run_store: str | Path) -> str | None:
     for run in iter_runs(run_store, status="COMPLETED"):
-        result = run.result if isinstance(run.result, dict) else {}
-        if result.get("training_hash") == h:
-            path = (result.get("artifacts") or {}).get("checkpoint")
+        if isinstance(run.result, Mapping) and run.result.get("training_hash") == h:
+            path = _stored_checkpoint(run.result)
             if path and verify(path):
                 return path
     return None
+
+
+def _stored_checkpoint(result: Any) -> str | None:
+    """``result['artifacts']['checkpoint']`` of a stored result, None where it is malformed."""
+    artifacts = result.get("artifacts") if isinstance(result, Mapping) else None
+    path = artifacts.get("checkpoint") if isinstance(artifacts, Mapping) else None
+    return path if isinstance(path, str) else None
 
 
 def find_trained_checkpoint(p: Prepared, *, run_store=None, db_collection=None
@@ -153,16 +210,7 @@ def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path
     epochs. A kill at any moment leaves at least one complete, verified checkpoint: the
     previous epoch's file is removed only after the new one is in place."""
     new = save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/epoch_{epoch:04d}.pt")
-    last = checkpoint_dir / "last.pt"
-    tmp = checkpoint_dir / f".last.pt.{os.getpid()}.tmp"
-    try:
-        os.link(new, tmp)  # no second copy of a large checkpoint where hard links work
-        atomic_write_text(Path(f"{last}.sha256"), Path(f"{new}.sha256").read_text())
-        os.replace(tmp, last)
-    except OSError:
-        if tmp.exists():
-            tmp.unlink()
-        save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/last.pt")
+    _point_last_at(checkpoint_dir, new)
     for old in checkpoint_dir.glob("epoch_*.pt"):
         if old != new and old.name < new.name:
             for path in (old, Path(f"{old}.sha256")):
@@ -170,11 +218,29 @@ def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path
     return new
 
 
+def _point_last_at(checkpoint_dir: Path, epoch_file: Path) -> None:
+    """Make ``last.pt`` (with its sidecar) the same file as ``epoch_file``: a hard link where
+    the file system has them, else a verified copy. A kill between the sidecar's rename and the
+    link's leaves a ``last.pt`` that fails to verify; resuming reads ``epoch_*.pt`` first, and
+    :func:`train` points ``last.pt`` again before it writes ``final.pt``."""
+    last = checkpoint_dir / "last.pt"
+    tmp = new_temporary(last)
+    try:
+        os.link(epoch_file, tmp)  # no second copy of a large checkpoint
+        atomic_write_text(Path(f"{last}.sha256"), Path(f"{epoch_file}.sha256").read_text())
+        os.replace(tmp, last)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_copy(epoch_file, checkpoint_dir.parent, f"{checkpoint_dir.name}/last.pt")
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The newest epoch checkpoint that verifies (``last.pt`` for older layouts), or None."""
     for path in sorted(checkpoint_dir.glob("epoch_*.pt"), reverse=True):
         if verify(path):
             return path
+        log.warning("epoch checkpoint %s fails its checksum (corrupt); not resuming from it",
+                    path)
     last = checkpoint_dir / "last.pt"
     return last if verify(last) else None
 
@@ -222,8 +288,9 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
     scheduler = None
     if str(cfg["optimizer"].get("lr_scheduler")) == "CosineAnnealingLR":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history, start, own = _empty_history(), 0, True
+    history, start, own, diverged = _empty_history(), 0, True, None
     my_eval = eval_noise_hash(p.vc)
+    generator = generator_name(p.device) if p.vc.noisy_training else None
     last = latest_checkpoint(p.checkpoint_dir)
     if last is not None:
         state = load_torch(last, map_location=p.device)
@@ -234,13 +301,18 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
                 scheduler.load_state_dict(state["scheduler_state"])
             history, start = state["history"], int(state["epoch"])
             own = state.get("eval_noise_hash") == my_eval
+            diverged = state.get("diverged")
             log.info("resuming from %s after epoch %d of %d", last, start, epochs)
+            earlier = state.get("noise_generator", generator)  # (unrecorded in old files)
+            if start < epochs and diverged is None and earlier != generator:
+                log.warning("resuming a model trained with %s noise; the remaining epochs draw "
+                            "it with %s", earlier, generator)
     clamp = p.vc.weight_clamping
     if clamp is not None and start == 0:
         clamp_weights(p.model, *clamp)
     test_loader = p.dataset.test_loader(p.device)
     epoch_seconds = []
-    for epoch in range(start, epochs):
+    for epoch in range(start, epochs if diverged is None else start):
         t0 = time.perf_counter()
         seed_torch(p.vc.train_seed, "train", epoch)
         loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.train_seed)
@@ -248,7 +320,13 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
                                       progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
         if scheduler is not None:
             scheduler.step()
-        seed_torch(p.vc.train_seed, "eval", epoch)
+        what = non_finite(tr_loss, p.model)
+        if what is not None:
+            diverged = {"epoch": epoch + 1, "what": what}
+            log.warning("training diverged in epoch %d/%d: the %s became non-finite; stopping "
+                        "(the checkpoint and the result are marked 'diverged')",
+                        epoch + 1, epochs, "training loss" if what == "loss" else "weights")
+        seed_torch(p.vc.seed, "eval", epoch)
         va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
         values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
                   "validation.loss": va_loss, "validation.accuracy": va_acc}
@@ -267,11 +345,20 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
             "model_state": p.model.state_dict(), "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict() if scheduler else None,
             "history": history, "config": p.vc.config,
-            "eval_noise_hash": my_eval if own else None})
-    state = load_torch(latest_checkpoint(p.checkpoint_dir), map_location="cpu")
+            "eval_noise_hash": my_eval if own else None,
+            "diverged": diverged, "noise_generator": generator})
+        if diverged is not None:
+            break
+    latest = latest_checkpoint(p.checkpoint_dir)
+    if latest.name != "last.pt" and not verify(p.checkpoint_dir / "last.pt"):
+        _point_last_at(p.checkpoint_dir, latest)  # a kill came between last.pt's two renames
+    state = load_torch(latest, map_location="cpu")
     final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
-    return TrainOutcome(history, True, str(final), "trained", start, epoch_seconds,
-                        history_is_own=own)
+    ran = bool(epoch_seconds)
+    return TrainOutcome.from_state(state, trained=ran, checkpoint=str(final),
+                                   source="trained" if ran else "epoch_checkpoint",
+                                   resumed_from_epoch=start, epoch_seconds=epoch_seconds,
+                                   history_is_own=own)
 
 
 def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
@@ -284,12 +371,28 @@ def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
         with training_lock(p.checkpoint_dir):
             found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
             if found is None:
-                return train(p, log_metric=log_metric, progress=progress)
+                final = p.checkpoint_dir / "final.pt"
+                corrupt = str(final) if final.exists() else None
+                if corrupt:
+                    log.warning("the trained model %s fails its checksum (corrupt); writing it "
+                                "again from the epoch checkpoints, or by training", corrupt)
+                outcome = train(p, log_metric=log_metric, progress=progress)
+                outcome.replaced_corrupt_checkpoint = corrupt
+                return outcome
     path, source = found
     state = load_torch(path, map_location=p.device)
     p.model.load_state_dict(state["model_state"])
     log.info("reusing the trained model %s (found via %s); evaluating only", path, source)
-    return TrainOutcome(state["history"], False, path, source, int(state["epoch"]))
+    outcome = TrainOutcome.from_state(state, trained=False, checkpoint=path, source=source,
+                                      resumed_from_epoch=int(state["epoch"]))
+    if outcome.diverged:
+        log.warning("the trained model %s diverged in epoch %d (%s non-finite)", path,
+                    outcome.diverged["epoch"], outcome.diverged["what"])
+    if outcome.training_noise_generator not in (None, generator_name(p.device)):
+        log.warning("the trained model %s was trained with %s noise; this run's noise uses %s "
+                    "(same distribution, other values)", path,
+                    outcome.training_noise_generator, generator_name(p.device))
+    return outcome
 
 
 def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=None,
@@ -302,9 +405,9 @@ def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=N
                                    log_metric=log_metric, progress=progress)
     history = {k: list(v) for k, v in outcome.history.items()}
     if not outcome.trained or not outcome.history_is_own:
-        # the model was trained (at least in part) by another config: evaluate it under this
-        # config's evaluation noise
-        seed_torch(p.vc.seed, "eval-only")
+        # the model was trained (at least in part) by another config or run: evaluate it under
+        # this config's evaluation noise, seeded as its last epoch's evaluation would be
+        seed_torch(p.vc.seed, "eval", outcome.epochs - 1)
         history["validation.loss"], history["validation.accuracy"] = \
             map(lambda v: [v], evaluate(p.model, p.dataset.val_loader(p.device), p.criterion))
         test_loader = p.dataset.test_loader(p.device)
@@ -341,5 +444,9 @@ def build_result(p: Prepared, outcome: TrainOutcome, history: dict[str, list[flo
         "sites": list(p.vc.site_names),
         "num_classes": int(p.dataset.num_classes),
         "device": str(p.device),
+        "diverged": outcome.diverged,
+        "noise_generator": generator_name(p.device),
+        "training_noise_generator": outcome.training_noise_generator,
+        "replaced_corrupt_checkpoint": outcome.replaced_corrupt_checkpoint,
     })
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from typing import Callable, Iterable
 
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["best_device", "derive_seed", "seed_torch", "clamp_weights", "train_epoch", "evaluate"]
+__all__ = ["best_device", "derive_seed", "seed_torch", "clamp_weights", "train_epoch", "evaluate",
+           "non_finite"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -57,6 +59,18 @@ def clamp_weights(model: nn.Module, lo: float | None, hi: float | None) -> None:
             continue
         for p in module.parameters(recurse=False):
             p.clamp_(min=lo, max=hi)
+
+
+@torch.no_grad()
+def non_finite(loss: float, model: nn.Module) -> str | None:
+    """What became non-finite after an epoch: ``"loss"`` (the epoch's mean training loss),
+    ``"weights"`` (a parameter or buffer), or None when everything is finite."""
+    if not math.isfinite(loss):
+        return "loss"
+    for t in model.state_dict().values():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return "weights"
+    return None
 
 
 def _progress(iterable, desc: str, enabled: bool):
