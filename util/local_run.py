@@ -19,10 +19,23 @@
    In-process because a fresh interpreter per experiment costs seconds of imports, and values
    reach sacred as Python objects: no command line, so no numpy-2 ``np.float64(...)`` strings.
    A failing experiment is recorded (FAILED in the store, reason in the summary) and the
-   others go on.
+   others go on. SIGTERM (what SLURM sends before it kills a job) stops it like Ctrl-C: the
+   current run is marked INTERRUPTED, its last epoch checkpoint stays, a rerun resumes it.
 
-Exit status: 0 all ran (or nothing to do), 1 some failed, 2 invalid file or experiments
-(nothing ran), 130 interrupted.
+Several runners may share one run store (and artifact root), e.g. one per core or one per job
+of an allocation: they split the work. Before an experiment runs, its runner takes a
+non-blocking exclusive lock on ``<store>/.claims/<config hash>.lock`` for the run, then looks
+again whether another runner has completed it meanwhile. An experiment another live runner
+holds is skipped ("running elsewhere" in the summary). The lock goes with the process, so the
+experiment of a killed runner is claimable again: run the file again until nothing is left.
+Eval-only experiments whose model another runner is training wait for it (the training lock
+of :mod:`util.experiment`) and then only evaluate.
+
+The run store must be a folder this process can write (or create): a file or a read-only
+folder is reported before anything runs.
+
+Exit status: 0 all ran (or nothing to do, or the rest is running elsewhere), 1 some failed,
+2 invalid file, experiments or run store (nothing ran), 130 interrupted (Ctrl-C, SIGTERM).
 """
 from __future__ import annotations
 
@@ -33,7 +46,9 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 import argparse
 import ast
+import contextlib
 import copy
+import fcntl
 import gc
 import logging
 import math
@@ -41,10 +56,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import IO, Any, Iterable, Iterator, Sequence, TextIO
 
+from .cluster import LocationError, ensure_writable_dir
 from .config import ConfigError, config_hash, validate_config
 from .run_store import DEFAULT_RUN_STORE, iter_runs
+from .signals import interrupt_on_sigterm
 from .validate_configs import (MISSING, REPO_ROOT, Experiment, ExpansionError, Problem,
                                expand_file, group_problems, value_at)
 
@@ -56,7 +73,8 @@ __all__ = ["Plan", "Outcome", "plan", "run_plan", "parse_assignments", "main"]
 @dataclass
 class Outcome:
     experiment: Experiment
-    status: str               # 'done' | 'failed'
+    # 'done' | 'failed' | 'interrupted' | 'completed elsewhere' | 'running elsewhere'
+    status: str
     run_dir: str | None = None
     trained: bool | None = None
     reason: str = ""
@@ -163,6 +181,31 @@ def plan(path: str | Path, *, store: str | Path = DEFAULT_RUN_STORE,
     return p
 
 
+CLAIMS = ".claims"
+
+
+def _try_lock(f: IO) -> bool:
+    """True when this process now holds ``f``'s exclusive lock, False when another holds it."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as err:  # a file system without locks (some network ones): run it anyway
+        log.warning("cannot lock %s (%s): runners sharing this run store may repeat this "
+                    "experiment", f.name, err)
+    return True
+
+
+@contextlib.contextmanager
+def claim(store: Path, h: str) -> Iterator[bool]:
+    """Hold ``<store>/.claims/<h>.lock`` for the block if no other process holds it; yields
+    whether this process has the claim. Closing the file (or dying) releases it."""
+    folder = store / CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{h}.lock", "a+") as f:
+        yield _try_lock(f)
+
+
 def _experiment():
     """train.py's sacred experiment (the repository root made importable first)."""
     if str(REPO_ROOT) not in sys.path:
@@ -190,7 +233,9 @@ def _reason(err: BaseException) -> str:
 def run_plan(p: Plan, *, progress: bool = True) -> tuple[list[Outcome], bool]:
     """Run ``p.to_run`` in order, each in train.py's experiment, stored in ``p.store``.
 
-    Returns the outcomes and whether Ctrl-C stopped it (sacred marks that run INTERRUPTED).
+    Each experiment runs under its claim (:func:`claim`); one claimed by another runner, or
+    completed by one since :func:`plan` looked, is not run (its outcome says so). Returns the
+    outcomes and whether Ctrl-C or SIGTERM stopped it (sacred marks that run INTERRUPTED).
     """
     from sacred.observers import FileStorageObserver
     from tqdm import tqdm
@@ -203,28 +248,43 @@ def run_plan(p: Plan, *, progress: bool = True) -> tuple[list[Outcome], bool]:
     outcomes: list[Outcome] = []
     interrupted = False
     bar = tqdm(p.to_run, desc=p.file.name, unit="exp", disable=not progress, dynamic_ncols=True)
+    current = None
     try:
-        for exp in bar:
-            observer.dir = None
-            try:
-                run = ex.run(config_updates=copy.deepcopy(exp.updates))
-            except Exception as err:  # one experiment failing must not stop the others
-                outcomes.append(Outcome(exp, "failed", observer.dir, reason=_reason(err)))
-                log.error("FAILED %s: %s (run %s)", exp.describe(), _reason(err),
-                          observer.dir or "not stored")
-            else:
-                result = run.result if isinstance(run.result, dict) else {}
-                outcomes.append(Outcome(exp, "done", observer.dir, result.get("trained")))
-            finally:
-                _free_memory()
-            bar.set_postfix(done=sum(o.status == "done" for o in outcomes),
-                            failed=sum(o.status == "failed" for o in outcomes))
+        with interrupt_on_sigterm():
+            for exp in bar:
+                current, observer.dir = exp, None
+                with claim(p.store, exp.config_hash) as mine:
+                    if not mine:
+                        outcomes.append(Outcome(exp, "running elsewhere"))
+                        log.info("running elsewhere (claimed by another runner): %s",
+                                 exp.describe())
+                    elif exp.config_hash in _completed_hashes(p.store):
+                        outcomes.append(Outcome(exp, "completed elsewhere"))
+                    else:
+                        outcomes.append(_run_one(ex, observer, exp))
+                bar.set_postfix(done=sum(o.status == "done" for o in outcomes),
+                                failed=sum(o.status == "failed" for o in outcomes))
     except KeyboardInterrupt:
         interrupted = True
+        if current is not None and not (outcomes and outcomes[-1].experiment is current):
+            outcomes.append(Outcome(current, "interrupted", observer.dir))
     finally:
         bar.close()
         ex.observers.remove(observer)
     return outcomes, interrupted
+
+
+def _run_one(ex, observer, exp: Experiment) -> Outcome:
+    try:
+        run = ex.run(config_updates=copy.deepcopy(exp.updates))
+    except Exception as err:  # one experiment failing must not stop the others
+        log.error("FAILED %s: %s (run %s)", exp.describe(), _reason(err),
+                  observer.dir or "not stored")
+        return Outcome(exp, "failed", observer.dir, reason=_reason(err))
+    finally:
+        _free_memory()
+    result = run.result if isinstance(run.result, dict) else {}
+    return Outcome(exp, "done", observer.dir, result.get("trained"))
 
 
 def format_plan(p: Plan) -> list[str]:
@@ -246,15 +306,22 @@ def format_summary(p: Plan, outcomes: Sequence[Outcome], seconds: float,
                    interrupted: bool = False) -> list[str]:
     done = [o for o in outcomes if o.status == "done"]
     failed = [o for o in outcomes if o.status == "failed"]
+    elsewhere = sum(o.status == "running elsewhere" for o in outcomes)
+    skipped = len(p.completed) + sum(o.status == "completed elsewhere" for o in outcomes)
     trained = sum(o.trained is True for o in done)
     lines = [f"summary: {len(done)} done ({trained} trained a model, {len(done) - trained} "
-             f"reused one), {len(p.completed)} skipped (already completed), "
-             f"{len(failed)} failed"
-             + (f", {len(p.to_run) - len(outcomes)} not run (interrupted)" if interrupted
-                else "") + f"  [{seconds:.1f}s]"]
-    for o in failed:
+             f"reused one), {skipped} skipped (already completed), "
+             + (f"{elsewhere} running elsewhere (another runner has them), " if elsewhere
+                else "") + f"{len(failed)} failed"
+             + (f", {sum(o.status == 'interrupted' for o in outcomes)} interrupted, "
+                f"{len(p.to_run) - len(outcomes)} not run" if interrupted else "")
+             + f"  [{seconds:.1f}s]"]
+    for o in outcomes:
         where = f" -> {o.run_dir}" if o.run_dir else ""
-        lines.append(f"  FAILED {o.experiment.describe()}: {o.reason}{where}")
+        if o.status == "failed":
+            lines.append(f"  FAILED {o.experiment.describe()}: {o.reason}{where}")
+        elif o.status == "interrupted":
+            lines.append(f"  INTERRUPTED {o.experiment.describe()}{where} (a rerun resumes it)")
     return lines
 
 
@@ -305,6 +372,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"{args.yaml}: {n} invalid experiment(s); nothing was run:", file=sys.stderr)
         _print((f"  {e}" for e in p.errors), sys.stderr)
         return 2
+    if not args.dry_run:
+        try:
+            ensure_writable_dir(p.store, "run store (-F)")
+        except LocationError as err:
+            print(f"{err}; nothing was run", file=sys.stderr)
+            return 2
     _print(format_plan(p), out)
     if args.dry_run:
         _print((f"  would run [{p.kind(e)}] {e.describe()}" for e in p.to_run), out)
