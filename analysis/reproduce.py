@@ -230,7 +230,8 @@ class Reproduction:
         log.info("%s %s: %s (%.1fs)", model, _describe_noise(noise_settings, clamp),
                  "trained" if outcome.trained else "reused", seconds)
         p.model.eval()
-        configure(p.model, configs=[NoNoise()] * len(p.model.noise_sites))
+        n = len(p.model.noise_sites)
+        configure(p.model, configs=[NoNoise()] * n, repetitions=[1] * n)
         return Trained(model, p.model, p.criterion, outcome.checkpoint, list(p.vc.site_names),
                        int(p.dataset.num_classes), outcome.trained, seconds,
                        float(losses[-1]), p.device), p
@@ -270,7 +271,7 @@ class Reproduction:
                 bad += int((~finite).sum())
                 correct += int(((out.argmax(1) == y[i:i + chunk]) & finite).sum())
             accs.append(100.0 * correct / x.shape[0])
-        configure(t.model, configs=[NoNoise()] * n_sites)
+        configure(t.model, configs=[NoNoise()] * n_sites, repetitions=[1] * n_sites)
         return {"mean": float(np.mean(accs)),
                 "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
                 "non_finite": bad / (x.shape[0] * len(accs))}

@@ -3,9 +3,14 @@
 :func:`inject` runs one forward pass on an example input to record the order in which the
 site-bearing layers execute (forward order, not registration order: a ReLU module called twice
 in a residual block gives two sites), then installs hooks that apply each site's
-:class:`~noise.operator.NoiseOperator`. The operators live in ``model.noise_ops`` (an
-``nn.ModuleList`` with no parameters or buffers), so ``model.train()``/``.eval()`` reach them and
-the model's ``state_dict`` is unchanged.
+:class:`~noise.operator.NoiseOperator`, reachable as ``model.noise_sites``.
+
+The operators are deliberately not submodules of the model: a container that calls its
+children in turn (``nn.Sequential``, or any forward that loops over ``self.children()``) would
+call them as layers. So injection leaves the model's modules, ``state_dict`` and printout as
+they were; the operators hold no parameters or buffers (nothing for ``.to(device)`` to move),
+and the model's forward pre-hook hands them its train/eval mode at the start of every forward
+pass, so ``model.train()``/``.eval()`` govern them as they would govern children.
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ class _HookState:
     bound to its own operators.
     """
 
-    def __init__(self, ops: nn.ModuleList, site_of_call: dict[tuple[str, int], int]):
+    def __init__(self, ops: list[NoiseOperator], site_of_call: dict[tuple[str, int], int]):
         self.ops = ops
         self.site_of_call = site_of_call
         self.counts: dict[str, int] = {}
@@ -72,8 +77,10 @@ class _InputHook:
     def __init__(self, state: _HookState):
         self.state = state
 
-    def __call__(self, _module, args):
+    def __call__(self, model, args):
         self.state.counts.clear()  # a new forward pass: call numbering starts again
+        for op in self.state.ops:  # not children of the model: they take its mode here
+            op.training = model.training
         if not args:
             return None
         return (self.state.ops[0](args[0]),) + tuple(args[1:])
@@ -120,7 +127,8 @@ def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,
     forward order; names are ``'<index>:<module path>'`` with ``#k`` for the k-th extra call of
     a module used more than once. Give ``input_shape`` (one sample, e.g. ``(3, 32, 32)``) or an
     ``example_input`` batch for the tracing pass. With every site ``NoNoise`` the outputs are
-    bit-identical to the original model's.
+    bit-identical to the original model's. The model's own modules are left as they were (see
+    the module docstring), so this works for an ``nn.Sequential`` too.
     """
     if getattr(model, "noise_sites", None):
         raise ValueError("this model already has noise sites; use noise.configure to change them")
@@ -135,14 +143,13 @@ def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,
         pass
     calls = _trace_calls(model, example_input, layer_types)
 
-    ops = nn.ModuleList([NoiseOperator() for _ in range(len(calls) + 1)])
+    ops = [NoiseOperator() for _ in range(len(calls) + 1)]
     names = ["0:input"] + [f"{i}:{path}" + (f"#{k + 1}" if k else "")
                            for i, (path, k) in enumerate(calls, start=1)]
     state = _HookState(ops, {call: i for i, call in enumerate(calls, start=1)})
     model.register_forward_pre_hook(_InputHook(state))
     for path in dict.fromkeys(p for p, _ in calls):
         model.get_submodule(path).register_forward_hook(_SiteHook(state, path))
-    model.noise_ops = ops
     model.noise_sites = [NoiseSite(i, name, op) for i, (name, op) in enumerate(zip(names, ops))]
     configure(model, noise_settings, repetition_config)
     return model

@@ -12,7 +12,8 @@ The YAML ``noise_settings`` dict places noise on sites:
 
 Repetition (multi-execution) comes from the model's ``repetition_config``: ``global`` (R at every
 site) and ``layer_wise_mapped`` (a list with one R per site, or a ``{site: R}`` map that overrides
-``global`` at the listed sites).
+``global`` at the listed sites). :func:`configure` changes repetitions only when it is given
+them; otherwise every site keeps its own.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from .config import (FLOAT32_MAX, NoiseConfig, NoNoise, check_finite_float32,
+from .config import (FLOAT32_MAX, NoiseConfig, check_finite_float32,
                      parse_noise_config, validate_repetition)
 from .operator import NoiseOperator
 
@@ -212,8 +213,10 @@ def configure(model: nn.Module, noise_settings: Mapping[str, Any] | None = None,
               repetitions: Sequence[int] | None = None) -> nn.Module:
     """(Re)place noise on the sites of a built model, without rebuilding it.
 
-    Either ``noise_settings`` (the YAML dict) or explicit per-site ``configs``; repetitions from
-    ``repetition_config`` or explicit ``repetitions``. Everything is validated before any
+    Either ``noise_settings`` (the YAML dict; None: no noise anywhere) or explicit per-site
+    ``configs``. Repetitions from ``repetition_config`` (a whole ``repetition_config`` dict:
+    sites it does not list get ``global``, default 1) or explicit ``repetitions``; with
+    neither, every site keeps its current repetition. Everything is validated before any
     site is changed.
     """
     sites = model.noise_sites
@@ -223,7 +226,9 @@ def configure(model: nn.Module, noise_settings: Mapping[str, Any] | None = None,
     elif len(configs) != n:
         raise ValueError(f"configs: one per site ({n}) expected, got {len(configs)}")
     configs = [parse_noise_config(c) for c in configs]
-    if repetitions is None:
+    if repetitions is None and repetition_config is None:
+        repetitions = [site.repetition for site in sites]
+    elif repetitions is None:
         repetitions = resolve_repetitions(repetition_config, n)
     elif len(repetitions) != n:
         raise ValueError(f"repetitions: one per site ({n}) expected, got {len(repetitions)}")
@@ -232,7 +237,3 @@ def configure(model: nn.Module, noise_settings: Mapping[str, Any] | None = None,
         site.operator.config = cfg
         site.operator.repetition = rep
     return model
-
-
-def noiseless_sites(n_sites: int) -> list[NoiseConfig]:
-    return [NoNoise()] * n_sites

@@ -123,3 +123,23 @@ def test_walk_cli_rejects_bad_site_before_writing_anything(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "walk.sites" in proc.stderr
     assert not store.exists()
+
+
+def test_site_evaluator_walks_an_injected_sequential_with_full_forwards():
+    """inject() keeps the operators outside an nn.Sequential; the evaluator must not look for
+    them among its children (it raised StopIteration) and must restore the clean model."""
+    from torch import nn
+    from noise import inject
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x, y = torch.randn(300, 8), torch.randint(0, 4, (300,))
+    with torch.no_grad():
+        plain = 100.0 * (model(x).argmax(1) == y).float().mean().item()
+    inject(model, input_shape=(8,))
+    ev = SiteEvaluator(model, x, y, nn.CrossEntropyLoss(), chunk_size=64)
+    clean, _ = ev.evaluate(None)
+    assert clean == pytest.approx(plain)
+    seed_torch(0, "t")
+    noisy, _ = ev.evaluate(2, GaussAdd(GaussStd=100.0, enable_in_training=False))
+    assert noisy != clean
+    assert ev.evaluate(None)[0] == pytest.approx(plain)

@@ -189,7 +189,11 @@ class SiteEvaluator:
         self.criterion = criterion
         self.chunk_size = chunk_size
         self.sites = model.noise_sites
-        self._children = list(model.children()) if isinstance(model, nn.Sequential) else None
+        children = list(model.children()) if isinstance(model, nn.Sequential) else []
+        # the prefix cache needs the operators as children (models of :mod:`models`); an
+        # injected nn.Sequential keeps them outside: every evaluation is a full forward
+        ops = {id(s.operator) for s in self.sites}
+        self._children = children if ops <= {id(m) for m in children} else None
         self._site = None
         self._acts: list[torch.Tensor] | None = None
 
