@@ -8,7 +8,7 @@
 
 Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
 runs go to the local run store ``runs/`` (sacred's FileStorageObserver). The work lives in
-``util/experiment.py``; this file is the sacred wiring.
+the engine, :mod:`util.engine`; this file is the sacred wiring.
 
 Before any observer starts (nothing is written, no data loaded) a run is refused with a message
 naming the setting: an invalid config, an artifact root, data root (when the dataset must be
@@ -34,15 +34,15 @@ from seml import Experiment
 # Import everything a run uses here, not lazily: `seml add` imports this file with the project on
 # sys.path only for that import (the config hook runs later), and seml jobs run a copy of just
 # the project modules imported by then (seml's code checkpoint).
-import analysis  # noqa: F401  (midpoint and plots: the walk command)
 import data  # noqa: F401  (datasets: validation and runs)
+from analysis.plots import plot_walk
 from util.cluster import LocationError, ensure_writable_dir
 from util.config import DEFAULT_CONFIG, ConfigError, to_plain, validate_config
-from util.experiment import check_locations, run_experiment
+from util.engine.experiment import check_locations, run_experiment
+from util.engine.walk import format_sigma_mid_table, run_walk
 from util.run_store import DEFAULT_RUN_STORE
 from util.signals import interrupt_on_sigterm
 from util.unsaved_runs import collect_seml_stats, keep_unsaved_runs
-from util.walk import format_sigma_mid_table, run_walk
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 log = logging.getLogger("walking-noise")
@@ -167,6 +167,7 @@ def walk(_config, _run, db_collection=None):
         result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
                           db_collection=db_collection, log_metric=_run.log_scalar,
                           progress=True)
+    result["artifacts"].update(plot_walk(result))
     _summary(result, _run)
     print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
           f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"

@@ -164,6 +164,26 @@ def plot_walking_noise(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> t
     return save_figure(walking_noise_figure(df, **kwargs), path)
 
 
+def plot_walk(result: Mapping) -> dict[str, str]:
+    """The walking-noise plot of a walk's result (``train.py walk``), saved beside its
+    evaluations table as ``walking_noise.{png,pdf}``; the artifact paths, or {} (with a
+    warning) when there is nothing to draw on a log axis (e.g. a grid of σ = 0 only)."""
+    table = Path(result["artifacts"]["evaluations"])
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"}
+                       for r in result["evaluations"]])
+    df["conf_name"] = result.get("conf_name")
+    try:
+        png, pdf = plot_walking_noise(df, table.parent / "walking_noise",
+                                      chance=result["chance"],
+                                      clean_accuracy=result["clean_accuracy"],
+                                      title=f"{result.get('conf_name')}: "
+                                            f"{result['walk']['noise_type']} walk")
+    except ValueError as err:
+        log.warning("no walking-noise plot: %s", err)
+        return {}
+    return {"walk_plot_png": str(png), "walk_plot_pdf": str(pdf)}
+
+
 # --------------------------------------------------------------------------- σ_mid per site
 
 

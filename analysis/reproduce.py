@@ -6,7 +6,7 @@ The paper's claims (issue 9) and how each is checked with this project's own too
 four models LeNet5, LeNet5-BN, RL_TFC-noBN and RL_TFC:
 
 (d) per-site profile: walk additive noise (GaussAdd, eval-only) through every site of the
-    clean-trained model (``util.walk.run_walk``, midpoint search) → σ_mid per site.
+    clean-trained model (``util.engine.walk.run_walk``, midpoint search) → σ_mid per site.
 (e) multi-execution: a global sweep (GaussAdd at every site) finds the global σ_mid; at that σ,
     uniform repetition R = b at every site is compared with the tailored plans of
     ``analysis.repetition_plan`` (every scaling) built from the per-site σ_mid, at the same
@@ -217,7 +217,7 @@ class Reproduction:
     def train(self, model: str, *, noise_settings=None, clamp: bool = False):
         """(Trained, Prepared): train the model of a config, or find it already trained;
         its noise is off afterwards (evaluations place their own)."""
-        from util.experiment import obtain_trained_model, prepare
+        from util.engine.experiment import obtain_trained_model, prepare
         config = self.config(model, noise_settings=noise_settings, clamp=clamp)
         t0 = time.perf_counter()
         p = prepare(config)
@@ -247,7 +247,7 @@ class Reproduction:
     # ------------------------------------------------------------------ evaluations
 
     def _seed(self, *tag) -> None:
-        from util.training import seed_torch
+        from util.engine.seeding import seed_torch
         seed_torch(self.seed, "reproduce", *tag)
 
     @torch.inference_mode()
@@ -287,9 +287,10 @@ class Reproduction:
 
     def global_sweep(self, t: Trained, data, reference: float, *, tag) -> dict[str, Any]:
         """Global σ_mid (GaussAdd at every site, eval-only) by bracketing and bisection in
-        log σ (``util.walk``'s search); ``reference`` is the noise-free accuracy whose midpoint
+        log σ (``util.engine.walk``'s search); ``reference`` is the noise-free accuracy whose midpoint
         level counts."""
-        from util.walk import _bisect, parse_walk
+        from util.config import parse_walk
+        from util.engine.walk import bisect_midpoint
         settings = parse_walk({"search": "midpoint", "sigma_range": list(self.scale.global_range),
                                "max_evals": self.scale.global_max_evals}, len(t.site_names))
         level = (reference + t.chance) / 2
@@ -299,7 +300,7 @@ class Reproduction:
                                  tag=("global", *tag, sigma),
                                  repeats=self.scale.walk_repeats)["mean"]
 
-        curve = _bisect(evaluate, settings, level)
+        curve = bisect_midpoint(evaluate, settings, level)
         m = midpoint(list(curve), list(curve.values()), reference, t.chance)
         return {"sigma_mid": m.sigma_mid, "kind": m.kind, "n_evals": len(curve),
                 "curve": {float(k): float(v) for k, v in sorted(curve.items())}}
@@ -325,7 +326,7 @@ class Reproduction:
 
     def part_d(self) -> None:
         """Clean training and the per-site walk (σ_mid per site) of every model."""
-        from util.walk import run_walk
+        from util.engine.walk import run_walk
         rows, clean_rows = [], []
         for m in self.scale.models:
             t, p = self.train(m)
@@ -397,7 +398,7 @@ class Reproduction:
 
     def part_a(self) -> None:
         """Per-site noisy training (GaussAdd at site k at σ) vs the clean model at (k, σ)."""
-        from util.walk import SiteEvaluator
+        from util.engine.walk import SiteEvaluator
         rows = []
         for m in self.scale.models:
             clean = self.clean[m]

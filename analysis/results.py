@@ -2,7 +2,7 @@
 
 :func:`load_results` reads either source and returns the same columns (:data:`COLUMNS`), one
 row per run, or one row per evaluation for a walk run (whose result holds
-``result['evaluations']``, see :mod:`util.walk`):
+``result['evaluations']``, see :mod:`util.engine.walk`):
 
 =======================  ======================================================================
 ``dataset``              canonical dataset name (old aliases such as ``GSC2_TF`` resolved)
@@ -661,7 +661,7 @@ def _config_rows(rec: RunRecord, config: Mapping[str, Any], keys: _Keys
 
 
 def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
-    """One row per evaluation of a walk run (see :mod:`util.walk`)."""
+    """One row per evaluation of a walk run (see :mod:`util.engine.walk`)."""
     rid, result = rec.run_id, rec.result
     evaluations = result["evaluations"]
     if not isinstance(evaluations, list) or not evaluations:

@@ -49,8 +49,8 @@ def part_a(store, sample):
     import torch
 
     from util.config import merged_with_defaults
-    from util.experiment import obtain_trained_model, prepare
-    from util.walk import SiteEvaluator, _gather
+    from util.engine.experiment import obtain_trained_model, prepare
+    from util.engine.walk import SiteEvaluator, gather
 
     _python(["with", *BASE], store)  # make sure the trained model exists
     sigmas = json.dumps(DENSE)
@@ -75,7 +75,7 @@ def part_a(store, sample):
     # 784 clean in-memory evaluation passes (sample, extrapolate)
     p = prepare(merged_with_defaults({"device": "cpu", "general": {"num_epochs": 1}}))
     obtain_trained_model(p, progress=False)
-    x, y = _gather(p.dataset.val_loader(p.device), p.device)
+    x, y = gather(p.dataset.val_loader(p.device), p.device)
     ev = SiteEvaluator(p.model, x, y, p.criterion)
     ev.evaluate(None)
     passes = 10
@@ -102,7 +102,7 @@ def part_a(store, sample):
 
 def part_b(store):
     from util.config import merged_with_defaults
-    from util.walk import run_walk
+    from util.engine.walk import run_walk
 
     cfg = {"device": "cpu", "general": {"num_epochs": 1}}
     dense = run_walk(merged_with_defaults({**cfg, "walk": {"sigmas": DENSE}}), progress=False)
@@ -130,8 +130,8 @@ def part_c(batches=60, rounds=5):
     import torch
 
     from util.config import merged_with_defaults
-    from util.experiment import prepare
-    from util.training import train_epoch
+    from util.engine.experiment import prepare
+    from util.engine.loops import train_epoch
 
     from noise import fast_rng
 

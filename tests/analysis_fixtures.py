@@ -71,7 +71,7 @@ def make_config(*, repeat: int = 0, site: int | None = None, sigma: float | None
 
 def make_result(config: dict, accuracy: float, *, trained: bool, checkpoint: str,
                 num_classes: int = 10) -> dict:
-    """A result dict shaped like util.experiment.run_experiment's."""
+    """A result dict shaped like util.engine.experiment.run_experiment's."""
     vc = validate_config({k: v for k, v in config.items() if k not in ("walk",)})
     epochs = config["general"]["num_epochs"] if trained else 1
     val_acc = [accuracy - 5.0] * (epochs - 1) + [accuracy]
@@ -189,7 +189,7 @@ WALK_CLEAN = 88.0
 
 
 def build_walk_store(store: Path, artifacts: Path) -> dict:
-    """One walk run (util.walk's result shape): every site × SIGMAS × 2 evaluation repeats
+    """One walk run (util.engine.walk's result shape): every site × SIGMAS × 2 evaluation repeats
     whose accuracies differ by ±1 around the curve (their mean is on it)."""
     ckpt = write_checkpoint(artifacts / "walked" / "final.pt", False, 7)
     walk = {"enabled": True, "noise_type": "GaussAdd", "sigmas": SIGMAS, "repeats": 2}

@@ -242,7 +242,7 @@ import json, sys
 import torch
 torch.set_num_threads(1)  # as the SLURM job (SLURM_CPUS_PER_TASK=1)
 sys.path.insert(0, sys.argv[3])
-from util.experiment import run_experiment
+from util.engine.experiment import run_experiment
 result = run_experiment(json.loads(sys.argv[1]), progress=False)
 open(sys.argv[2], "w").write(json.dumps(result))
 """
@@ -250,7 +250,7 @@ open(sys.argv[2], "w").write(json.dumps(result))
 
 def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_path):
     from util.artifacts import load_torch
-    from util.experiment import latest_checkpoint
+    from util.engine.checkpoints import latest_checkpoint
 
     epochs = 5
     data = H.tiny_mnist(tmp_path / "data", n_train=4000, n_test=100)  # ~1-2 s per epoch
@@ -454,7 +454,7 @@ def cluster_sh(*args: str) -> subprocess.CompletedProcess:
 
 def test_h_database_away_mid_run_run_is_kept_locally_and_uploaded_later(tmp_path):
     from util.artifacts import load_torch, verify
-    from util.experiment import latest_checkpoint
+    from util.engine.checkpoints import latest_checkpoint
     from util.unsaved_runs import load_entry
 
     epochs = 5

@@ -18,7 +18,8 @@ from data_fixtures import write_idx_dataset
 from util.artifacts import atomic_copy, atomic_write_bytes, load_torch, save_torch, verify
 from util.cluster import REPO_ROOT, LocationError, artifact_root, data_root
 from util.config import ConfigError, merged_with_defaults, validate_config
-from util.experiment import latest_checkpoint, run_experiment, save_epoch_checkpoint
+from util.engine.checkpoints import latest_checkpoint, save_epoch_checkpoint
+from util.engine.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -100,7 +101,7 @@ def test_normal_training_is_not_marked_diverged(mnist_root, tmp_path):
 
 
 def test_non_finite_names_the_loss_or_the_weights():
-    from util.training import non_finite
+    from util.engine.loops import non_finite
     model = torch.nn.Linear(3, 2)
     assert non_finite(0.5, model) is None
     assert non_finite(float("nan"), model) == "loss"

@@ -106,7 +106,7 @@ def test_a_running_run_is_not_reported_as_unreadable(tmp_path, caplog):
 
 
 def test_the_reuse_lookup_finds_a_model_past_a_run_json_holding_null(tmp_path, monkeypatch):
-    import util.experiment as experiment
+    import util.engine.checkpoints as checkpoints
 
     store = tmp_path / "runs"
     cfg = F.make_config()
@@ -114,8 +114,9 @@ def test_the_reuse_lookup_finds_a_model_past_a_run_json_holding_null(tmp_path, m
     F.write_run(store, 1, cfg, result)
     F.write_run(store, 2, cfg, result)
     (store / "1" / "run.json").write_text("null")
-    monkeypatch.setattr(experiment, "verify", lambda path: path == "/ckpt/model.pt")
-    assert experiment._find_in_run_store(result["training_hash"], store) == "/ckpt/model.pt"
+    monkeypatch.setattr(checkpoints, "verify", lambda path: path == "/ckpt/model.pt")
+    assert checkpoints.find_trained_checkpoint(result["training_hash"], tmp_path / "none",
+                                               run_store=store) == ("/ckpt/model.pt", "run_store")
 
 
 # --------------------------------------------------------------------------- the analysis

@@ -19,10 +19,9 @@ from data import DATASETS, get_dataset
 from data_fixtures import write_idx_dataset
 from util import validate_configs as vcf
 from noise.config import noise_config_to_dict
-from util.config import (ConfigError, config_hash, merged_with_defaults, strip_bookkeeping,
-                         to_plain, training_hash, validate_config)
-from util.experiment import eval_noise_hash
-from util.walk import _bisect, parse_walk
+from util.config import (ConfigError, config_hash, eval_noise_hash, merged_with_defaults,
+                         parse_walk, strip_bookkeeping, to_plain, training_hash, validate_config)
+from util.engine.walk import bisect_midpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:pkg_resources is deprecated")
 
@@ -214,7 +213,7 @@ def test_bisection_stops_when_it_has_no_new_sigma(changes):
     settings = dataclasses.replace(parse_walk({"search": "midpoint"}, 12),
                                    max_evals=200, **changes)
     evaluate = Evaluations(limit=250)
-    curve = _bisect(evaluate, settings, level=50.0)
+    curve = bisect_midpoint(evaluate, settings, level=50.0)
     assert len(evaluate.sigmas) == len(set(evaluate.sigmas)) == len(curve) < 200
     lo, hi = settings.sigma_range
     assert all(lo <= s <= hi for s in curve)
@@ -227,7 +226,7 @@ def test_bisection_stops_when_it_has_no_new_sigma(changes):
 def test_bisection_with_valid_settings_is_unchanged():
     settings = parse_walk({"search": "midpoint", "sigma_range": [0.01, 100.0],
                            "tolerance_decades": 0.1, "max_evals": 50}, 12)
-    curve = _bisect(Evaluations(limit=50), settings, level=50.0)
+    curve = bisect_midpoint(Evaluations(limit=50), settings, level=50.0)
     # 4 decades halved until the bracket is <= 0.1 decade: 6 midpoints plus the two ends
     assert len(curve) == 8
     assert sorted(curve)[0] == 0.01 and sorted(curve)[-1] == 100.0

@@ -125,7 +125,7 @@ class FinalWatcher:
 # a kill waits for the n-th such line (n random up to the bound) in any runner's log, then
 # kills that runner after a random delay up to the bound: "in training" lands mid-epoch,
 # mid-checkpoint or just after one; "in a run" in data loading, evaluation or store writes
-TRIGGERS = {"in training": (re.compile(r"epoch \d+/\d+:"), 6, 0.15),  # util.experiment's
+TRIGGERS = {"in training": (re.compile(r"epoch \d+/\d+:"), 6, 0.15),  # util.engine.experiment's
             "in a run": (re.compile(r'Started run with ID "\d+"'), 20, 0.3)}  # sacred's
 
 

@@ -15,7 +15,7 @@ import torch
 from data_fixtures import write_idx_dataset, write_speech_commands
 from util.artifacts import load_torch
 from util.config import merged_with_defaults
-from util.experiment import latest_checkpoint
+from util.engine.checkpoints import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -137,7 +137,7 @@ def test_print_config_shows_the_embedded_default():
 # ---- in-process runs (faster) -------------------------------------------------------------
 
 def run_inprocess(updates, run_store=None, **kw):
-    from util.experiment import run_experiment
+    from util.engine.experiment import run_experiment
     return run_experiment(merged_with_defaults(updates), run_store=run_store, progress=False, **kw)
 
 
@@ -248,7 +248,7 @@ def test_config_finishing_a_model_another_config_trained_evaluates_under_its_own
 
 def test_training_lock_makes_a_second_job_wait(tmp_path):
     import threading
-    from util.experiment import training_lock
+    from util.engine.checkpoints import training_lock
     order = []
 
     def holder():

@@ -63,7 +63,7 @@ def test_torch_checkpoint_roundtrip_and_corruption(tmp_path):
 
 def test_epoch_checkpoints_survive_a_torn_write(tmp_path):
     """A kill between an epoch file and its checksum leaves the previous epoch usable."""
-    from util.experiment import latest_checkpoint, save_epoch_checkpoint
+    from util.engine.checkpoints import latest_checkpoint, save_epoch_checkpoint
     d = tmp_path / "checkpoints" / "h"
     save_epoch_checkpoint(d, 1, {"epoch": 1})
     save_epoch_checkpoint(d, 2, {"epoch": 2})

@@ -11,9 +11,10 @@ import torch
 
 from learnable_fixtures import write_learnable_mnist
 from noise import GaussAdd
+from analysis.plots import plot_walk
 from util.config import ConfigError, merged_with_defaults, validate_config
-from util.training import seed_torch
-from util.walk import SiteEvaluator, _gather, run_walk
+from util.engine.seeding import seed_torch
+from util.engine.walk import SiteEvaluator, gather, run_walk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,17 +52,20 @@ def test_grid_walk_evaluates_every_site_sigma_repeat_and_finds_midpoints(learnab
     first = res["evaluations"][0]
     assert first["noise"]["noise_type"] == "GaussAdd" and first["noise"]["enable_in_eval"]
     assert Path(res["artifacts"]["evaluations"]).is_file()
-    assert Path(res["artifacts"]["walk_plot_png"]).stat().st_size > 1000
+    assert "walk_plot_png" not in res["artifacts"]  # the engine draws nothing (analysis does)
+    plots = plot_walk(res)
+    assert Path(plots["walk_plot_png"]).stat().st_size > 1000
+    assert Path(plots["walk_plot_png"]).parent == Path(res["artifacts"]["evaluations"]).parent
     # the walk reused nothing here, so it trained; a second walk reuses that model
     again = run_walk(walk_config(learnable, tmp_path, sigmas=[1.0]), progress=False)
     assert again["trained"] is False and again["checkpoint_used"] == res["checkpoint_used"]
 
 
 def test_prefix_reuse_gives_the_same_accuracy_as_a_full_forward(learnable, tmp_path):
-    from util.experiment import obtain_trained_model, prepare
+    from util.engine.experiment import obtain_trained_model, prepare
     p = prepare(walk_config(learnable, tmp_path, conf="RL_TFC"))
     obtain_trained_model(p, progress=False)
-    x, y = _gather(p.dataset.val_loader("cpu"), "cpu")
+    x, y = gather(p.dataset.val_loader("cpu"), "cpu")
     fast = SiteEvaluator(p.model, x, y, p.criterion, chunk_size=128)
     full = SiteEvaluator(p.model, x, y, p.criterion, chunk_size=128)
     full._children = None  # force the generic path: every evaluation a full forward

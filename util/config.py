@@ -10,14 +10,19 @@ import copy
 import hashlib
 import json
 import numbers
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from noise.config import check_finite_float32, noise_config_to_dict
+import torch
+
+from noise.config import (NOISE_TYPES, NoiseConfig, check_finite_float32, noise_config_to_dict,
+                          parse_noise_config)
 from noise.placement import resolve_repetitions, resolve_site_configs
 
 from .cluster import LocationError, resolve_location
 
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "validate_config", "config_hash", "training_hash",
+           "eval_noise_hash", "WALK_DEFAULTS", "WalkSettings", "parse_walk",
            "strip_bookkeeping", "to_plain", "ValidatedConfig", "BOOKKEEPING_KEYS"]
 
 #: Keys sacred and seml add to every config; they never change what a run computes.
@@ -304,11 +309,147 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
             raise ConfigError(f"walk.enabled must be true or false, got {enabled!r}")
         walk = bool(enabled)
     if walk:
-        from .walk import parse_walk
         canonical = resolve_name(dataset)
         vc.walk = parse_walk(walk_section, n, dataset=canonical,
                              has_test_split=DATASETS[canonical].has_test_split(vs))
     return vc
+
+
+# ---- the walk section (``train.py walk``, or ``walk.enabled`` under seml) ----------------------
+
+WALK_DEFAULTS: dict[str, Any] = DEFAULT_CONFIG["walk"]
+SEARCHES = ("grid", "midpoint")
+SPLITS = ("validation", "test")
+
+
+def default_sigmas() -> list[float]:
+    return [float(10 ** (e / 4)) for e in range(-8, 13)]
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    noise_type: str
+    sigma_key: str
+    params: dict
+    sigmas: tuple[float, ...]
+    repeats: int
+    sites: tuple[int, ...] | None
+    search: str
+    sigma_range: tuple[float, float]
+    max_evals: int
+    tolerance_decades: float
+    eval_split: str
+    chunk_size: int
+    batch_evals: int | str = "auto"
+
+    def evals_per_forward(self, device) -> int:
+        if self.batch_evals != "auto":
+            return int(self.batch_evals)
+        return 1 if torch.device(device).type == "cpu" else 8
+
+    def noise(self, sigma: float) -> NoiseConfig:
+        """The noise config of one evaluation (active in eval mode only)."""
+        return parse_noise_config({"noise_type": self.noise_type, **self.params,
+                                   self.sigma_key: sigma, "enable_in_training": False,
+                                   "enable_in_eval": True})
+
+
+def _walk_float(key: str, value: Any) -> float:
+    """A finite number that fits float32 (σ values are drawn in float32); ConfigError else."""
+    try:
+        return check_finite_float32(f"walk.{key}", value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | None = None,
+               has_test_split: bool = True) -> WalkSettings:
+    """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input.
+
+    ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
+    ``data.val_split``) decide whether ``eval_split: test`` is allowed.
+    """
+    if walk is not None and not isinstance(walk, Mapping):
+        raise ConfigError(f"walk must be a dict of walk settings, got {walk!r}")
+    w = dict(WALK_DEFAULTS)
+    for key, value in (walk or {}).items():
+        if key not in WALK_DEFAULTS:
+            raise ConfigError(f"walk: unknown key {key!r}; allowed: {list(WALK_DEFAULTS)}")
+        w[key] = value
+    if not isinstance(w["noise_type"], str) or w["noise_type"] not in NOISE_TYPES \
+            or w["noise_type"] == "NoNoise":
+        raise ConfigError(f"walk.noise_type {w['noise_type']!r} is not a noise type with a σ "
+                          f"to walk; allowed: {sorted(set(NOISE_TYPES) - {'NoNoise'})}")
+    if w["sigma_key"] is not None and not isinstance(w["sigma_key"], str):
+        raise ConfigError(f"walk.sigma_key must be a key of walk.noise_type or null, "
+                          f"got {w['sigma_key']!r}")
+    sigma_key = w["sigma_key"] or ("StdAmplitude" if w["noise_type"] == "GaussCombined"
+                                   else "GaussStd")
+    params = w["params"]
+    if params is not None and not (isinstance(params, Mapping)
+                                   and all(isinstance(k, str) for k in params)):
+        raise ConfigError(f"walk.params must be a dict of {w['noise_type']}'s keys (e.g. "
+                          f"{{StdRatio: 0.5}}) or null, got {params!r}")
+    sigmas = default_sigmas() if w["sigmas"] is None else w["sigmas"]
+    if not isinstance(sigmas, (list, tuple)) or not sigmas:
+        raise ConfigError(f"walk.sigmas must be a non-empty list of σ >= 0, got {sigmas!r}")
+    sigmas = tuple(_walk_float(f"sigmas[{i}]", s) for i, s in enumerate(sigmas))
+    if any(not s >= 0 for s in sigmas):
+        raise ConfigError(f"walk.sigmas must all be >= 0, got {list(sigmas)}")
+    if w["search"] not in SEARCHES:
+        raise ConfigError(f"walk.search {w['search']!r} is unknown; allowed: {list(SEARCHES)}")
+    if w["eval_split"] not in SPLITS:
+        raise ConfigError(f"walk.eval_split {w['eval_split']!r}; allowed: {list(SPLITS)}")
+    if w["eval_split"] == "test" and not has_test_split:
+        raise ConfigError(f"walk.eval_split 'test': dataset {dataset} has no separate test split "
+                          "with this data.val_split (null: the official test split is the "
+                          "validation split); allowed: 'validation', or 'test' with "
+                          "data.val_split set")
+    for key in ("repeats", "max_evals", "chunk_size"):
+        v = w[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"walk.{key} must be an integer >= 1, got {v!r}")
+    b = w["batch_evals"]
+    if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+        raise ConfigError(f"walk.batch_evals must be 'auto' or an integer >= 1, got {b!r}")
+    if w["search"] == "midpoint" and w["max_evals"] < 3:
+        raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
+    lo_hi = w["sigma_range"]
+    if not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2:
+        raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
+                          f"got {lo_hi!r}")
+    lo, hi = (_walk_float(f"sigma_range[{i}]", v) for i, v in enumerate(lo_hi))
+    if not 0 < lo < hi:
+        raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
+                          f"got {lo_hi!r}")
+    tolerance = _walk_float("tolerance_decades", w["tolerance_decades"])
+    if tolerance <= 0:
+        raise ConfigError(f"walk.tolerance_decades must be > 0 (the bisection's stop width in "
+                          f"decades of σ), got {w['tolerance_decades']!r}")
+    enabled = w["enabled"]
+    if not isinstance(enabled, bool) and enabled not in (0, 1):
+        raise ConfigError(f"walk.enabled must be true or false, got {enabled!r}")
+    sites = w["sites"]
+    if sites is not None:
+        if not isinstance(sites, (list, tuple)) or not sites:
+            raise ConfigError(f"walk.sites must be a list of site indices or null, got {sites!r}")
+        for s in sites:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < n_sites:
+                raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
+                                  f"{n_sites} sites (valid: 0..{n_sites - 1})")
+        if len(set(sites)) != len(sites):
+            raise ConfigError(f"walk.sites lists a site twice: {list(sites)}")
+        sites = tuple(sites)
+    settings = WalkSettings(w["noise_type"], sigma_key, dict(params or {}), sigmas,
+                            w["repeats"], sites, w["search"], (lo, hi), w["max_evals"],
+                            tolerance, w["eval_split"], w["chunk_size"], b)
+    try:
+        for sigma in {*sigmas, lo, hi}:
+            settings.noise(sigma)
+    except ValueError as err:
+        raise ConfigError(f"walk (noise_type, sigma_key, params): {err}") from None
+    return settings
+
 
 
 def training_hash(vc: ValidatedConfig) -> str:
@@ -344,6 +485,12 @@ def training_hash(vc: ValidatedConfig) -> str:
     g, optimizer, data = (_canonical_numbers(to_plain(x)) for x in (g, cfg["optimizer"], data))
     return _hash({"general": g, "optimizer": optimizer, "data": data, "model": model,
                   "training_noise": training_noise})
+
+
+def eval_noise_hash(vc: ValidatedConfig) -> str:
+    """Identifies the noise a config's validation runs under (configs sharing one trained
+    model may evaluate it under different noise)."""
+    return _hash([[noise_config_to_dict(c), r] for c, r in zip(vc.site_configs, vc.repetitions)])
 
 
 def deep_update(dst: dict, src: Mapping[str, Any]) -> dict:

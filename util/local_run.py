@@ -29,7 +29,7 @@ again whether another runner has completed it meanwhile. An experiment another l
 holds is skipped ("running elsewhere" in the summary). The lock goes with the process, so the
 experiment of a killed runner is claimable again: run the file again until nothing is left.
 Eval-only experiments whose model another runner is training wait for it (the training lock
-of :mod:`util.experiment`) and then only evaluate.
+of :mod:`util.engine.checkpoints`) and then only evaluate.
 
 The run store must be a folder this process can write (or create): a file or a read-only
 folder is reported before anything runs.

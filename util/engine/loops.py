@@ -1,24 +1,21 @@
-"""Training and evaluation loops, device choice, seeding, weight clamping.
+"""Training and evaluation loops, device choice, weight clamping, the divergence check.
 
-Seeding is per epoch: every epoch reseeds torch's global RNG (noise draws) from the run's seed
-and the epoch number, and the data loaders draw shuffling and augmentation from their own
-generator seeded the same way. An epoch therefore computes the same thing whether the run got
-there uninterrupted or resumed from a checkpoint.
+The caller seeds each epoch (:mod:`util.engine.seeding`) and hands the loops a loader of that
+epoch, so an epoch computes the same thing whether the run got there uninterrupted or resumed
+from a checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["best_device", "derive_seed", "seed_torch", "clamp_weights", "train_epoch", "evaluate",
-           "non_finite"]
+__all__ = ["best_device", "clamp_weights", "train_epoch", "evaluate", "non_finite"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -38,17 +35,6 @@ def best_device(requested: str = "auto") -> torch.device:
         if free > best_free:
             best, best_free = i, free
     return torch.device(f"cuda:{best}")
-
-
-def derive_seed(*parts) -> int:
-    """A 31-bit seed from any parts (stable across processes, unlike ``hash``)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def seed_torch(*parts) -> None:
-    seed = derive_seed(*parts)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 @torch.no_grad()
@@ -82,8 +68,7 @@ def _progress(iterable, desc: str, enabled: bool):
 
 def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                 criterion: nn.Module, *, clamp: tuple | None = None, progress: bool = False,
-                desc: str = "train", step_hook: Callable[[], None] | None = None
-                ) -> tuple[float, float]:
+                desc: str = "train") -> tuple[float, float]:
     """One epoch of training; returns (mean loss, accuracy in percent)."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -97,8 +82,6 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
         optimizer.step()
         if clamp is not None:
             clamp_weights(model, *clamp)
-        if step_hook is not None:
-            step_hook()
         loss_sum = loss_sum.to(loss.device) + loss.detach().double() * y.shape[0]
         correct = correct.to(y.device) + (out.detach().argmax(1) == y).sum()
         n += y.shape[0]

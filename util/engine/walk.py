@@ -22,158 +22,27 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from noise.config import (NOISE_TYPES, NoiseConfig, NoNoise, check_finite_float32,
-                          noise_config_to_dict, parse_noise_config)
+from noise.config import NoiseConfig, NoNoise, noise_config_to_dict
 from noise.placement import configure
 
-from .config import DEFAULT_CONFIG, ConfigError
-from .training import seed_torch
+from ..artifacts import atomic_write_bytes, safe_path
+from ..cluster import artifact_root
+from ..config import ConfigError, WalkSettings, config_hash, validate_config
+from .experiment import build_result, obtain_trained_model, prepare
+from .midpoint import midpoint
+from .seeding import seed_torch
 
 log = logging.getLogger(__name__)
 
-WALK_DEFAULTS: dict[str, Any] = DEFAULT_CONFIG["walk"]
-
-__all__ = ["WALK_DEFAULTS", "WalkSettings", "parse_walk", "SiteEvaluator", "walk_model"]
-
-SEARCHES = ("grid", "midpoint")
-SPLITS = ("validation", "test")
-
-
-def default_sigmas() -> list[float]:
-    return [float(10 ** (e / 4)) for e in range(-8, 13)]
-
-
-@dataclass(frozen=True)
-class WalkSettings:
-    noise_type: str
-    sigma_key: str
-    params: dict
-    sigmas: tuple[float, ...]
-    repeats: int
-    sites: tuple[int, ...] | None
-    search: str
-    sigma_range: tuple[float, float]
-    max_evals: int
-    tolerance_decades: float
-    eval_split: str
-    chunk_size: int
-    batch_evals: int | str = "auto"
-
-    def evals_per_forward(self, device) -> int:
-        if self.batch_evals != "auto":
-            return int(self.batch_evals)
-        return 1 if torch.device(device).type == "cpu" else 8
-
-    def noise(self, sigma: float) -> NoiseConfig:
-        """The noise config of one evaluation (active in eval mode only)."""
-        return parse_noise_config({"noise_type": self.noise_type, **self.params,
-                                   self.sigma_key: sigma, "enable_in_training": False,
-                                   "enable_in_eval": True})
-
-
-def _walk_float(key: str, value: Any) -> float:
-    """A finite number that fits float32 (σ values are drawn in float32); ConfigError else."""
-    try:
-        return check_finite_float32(f"walk.{key}", value)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | None = None,
-               has_test_split: bool = True) -> WalkSettings:
-    """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input.
-
-    ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
-    ``data.val_split``) decide whether ``eval_split: test`` is allowed.
-    """
-    if walk is not None and not isinstance(walk, Mapping):
-        raise ConfigError(f"walk must be a dict of walk settings, got {walk!r}")
-    w = dict(WALK_DEFAULTS)
-    for key, value in (walk or {}).items():
-        if key not in WALK_DEFAULTS:
-            raise ConfigError(f"walk: unknown key {key!r}; allowed: {list(WALK_DEFAULTS)}")
-        w[key] = value
-    if not isinstance(w["noise_type"], str) or w["noise_type"] not in NOISE_TYPES \
-            or w["noise_type"] == "NoNoise":
-        raise ConfigError(f"walk.noise_type {w['noise_type']!r} is not a noise type with a σ "
-                          f"to walk; allowed: {sorted(set(NOISE_TYPES) - {'NoNoise'})}")
-    if w["sigma_key"] is not None and not isinstance(w["sigma_key"], str):
-        raise ConfigError(f"walk.sigma_key must be a key of walk.noise_type or null, "
-                          f"got {w['sigma_key']!r}")
-    sigma_key = w["sigma_key"] or ("StdAmplitude" if w["noise_type"] == "GaussCombined"
-                                   else "GaussStd")
-    params = w["params"]
-    if params is not None and not (isinstance(params, Mapping)
-                                   and all(isinstance(k, str) for k in params)):
-        raise ConfigError(f"walk.params must be a dict of {w['noise_type']}'s keys (e.g. "
-                          f"{{StdRatio: 0.5}}) or null, got {params!r}")
-    sigmas = default_sigmas() if w["sigmas"] is None else w["sigmas"]
-    if not isinstance(sigmas, (list, tuple)) or not sigmas:
-        raise ConfigError(f"walk.sigmas must be a non-empty list of σ >= 0, got {sigmas!r}")
-    sigmas = tuple(_walk_float(f"sigmas[{i}]", s) for i, s in enumerate(sigmas))
-    if any(not s >= 0 for s in sigmas):
-        raise ConfigError(f"walk.sigmas must all be >= 0, got {list(sigmas)}")
-    if w["search"] not in SEARCHES:
-        raise ConfigError(f"walk.search {w['search']!r} is unknown; allowed: {list(SEARCHES)}")
-    if w["eval_split"] not in SPLITS:
-        raise ConfigError(f"walk.eval_split {w['eval_split']!r}; allowed: {list(SPLITS)}")
-    if w["eval_split"] == "test" and not has_test_split:
-        raise ConfigError(f"walk.eval_split 'test': dataset {dataset} has no separate test split "
-                          "with this data.val_split (null: the official test split is the "
-                          "validation split); allowed: 'validation', or 'test' with "
-                          "data.val_split set")
-    for key in ("repeats", "max_evals", "chunk_size"):
-        v = w[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"walk.{key} must be an integer >= 1, got {v!r}")
-    b = w["batch_evals"]
-    if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-        raise ConfigError(f"walk.batch_evals must be 'auto' or an integer >= 1, got {b!r}")
-    if w["search"] == "midpoint" and w["max_evals"] < 3:
-        raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
-    lo_hi = w["sigma_range"]
-    if not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2:
-        raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
-                          f"got {lo_hi!r}")
-    lo, hi = (_walk_float(f"sigma_range[{i}]", v) for i, v in enumerate(lo_hi))
-    if not 0 < lo < hi:
-        raise ConfigError(f"walk.sigma_range must be [low, high] with 0 < low < high, "
-                          f"got {lo_hi!r}")
-    tolerance = _walk_float("tolerance_decades", w["tolerance_decades"])
-    if tolerance <= 0:
-        raise ConfigError(f"walk.tolerance_decades must be > 0 (the bisection's stop width in "
-                          f"decades of σ), got {w['tolerance_decades']!r}")
-    enabled = w["enabled"]
-    if not isinstance(enabled, bool) and enabled not in (0, 1):
-        raise ConfigError(f"walk.enabled must be true or false, got {enabled!r}")
-    sites = w["sites"]
-    if sites is not None:
-        if not isinstance(sites, (list, tuple)) or not sites:
-            raise ConfigError(f"walk.sites must be a list of site indices or null, got {sites!r}")
-        for s in sites:
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < n_sites:
-                raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
-                                  f"{n_sites} sites (valid: 0..{n_sites - 1})")
-        if len(set(sites)) != len(sites):
-            raise ConfigError(f"walk.sites lists a site twice: {list(sites)}")
-        sites = tuple(sites)
-    settings = WalkSettings(w["noise_type"], sigma_key, dict(params or {}), sigmas,
-                            w["repeats"], sites, w["search"], (lo, hi), w["max_evals"],
-                            tolerance, w["eval_split"], w["chunk_size"], b)
-    try:
-        for sigma in {*sigmas, lo, hi}:
-            settings.noise(sigma)
-    except ValueError as err:
-        raise ConfigError(f"walk (noise_type, sigma_key, params): {err}") from None
-    return settings
-
+__all__ = ["SiteEvaluator", "walk_model", "bisect_midpoint", "gather", "run_walk",
+           "format_sigma_mid_table"]
 
 class SiteEvaluator:
     """Accuracy of a trained model with noise at one site, reusing the clean prefix.
@@ -280,7 +149,7 @@ class SiteEvaluator:
         return [(100.0 * c / n, ls / n) for c, ls in zip(correct, loss_sum)]
 
 
-def _gather(loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+def gather(loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*[(x, y) for x, y in loader])
     return torch.cat(xs).to(device), torch.cat(ys).to(device)
 
@@ -289,9 +158,7 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
                seed: int, num_classes: int, device, site_names: Sequence[str],
                progress: bool = True) -> dict[str, Any]:
     """Run the sweep; returns clean accuracy, one record per evaluation and σ_mid per site."""
-    from analysis.midpoint import midpoint
-
-    x, y = _gather(loader, device)
+    x, y = gather(loader, device)
     ev = SiteEvaluator(model, x, y, criterion, settings.chunk_size)
     clean_acc, clean_loss = ev.evaluate(None)
     chance = 100.0 / num_classes
@@ -324,7 +191,7 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
         if settings.search == "grid":
             curve = run(site, settings.sigmas)
         else:
-            curve = _bisect(lambda s: run(site, [s])[s], settings, (clean_acc + chance) / 2)
+            curve = bisect_midpoint(lambda s: run(site, [s])[s], settings, (clean_acc + chance) / 2)
         positive = {s: a for s, a in curve.items() if s > 0}
         entry: dict[str, Any] = {"site": site, "n_evals": len(curve)}
         if len(positive) >= 2:
@@ -350,7 +217,7 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, desc="walk (sites)", dynamic_ncols=True, disable=None)
 
 
-def _bisect(evaluate, settings: WalkSettings, level: float) -> dict[float, float]:
+def bisect_midpoint(evaluate, settings: WalkSettings, level: float) -> dict[float, float]:
     """Bracket the crossing of ``level`` in [σ_lo, σ_hi] and bisect it in log10 σ.
 
     Assumes accuracy falls with σ (the first crossing is found for non-monotone curves only
@@ -392,12 +259,10 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
 
     Returns the eval-only result fields (training history, checkpoint used, ...) plus
     ``evaluations`` (one record per site × σ × repeat), ``clean_accuracy``, ``sigma_mid`` per
-    site and the artifact paths of the evaluations table and the walking-noise plot.
+    site and the artifact path of the evaluations table (``artifacts['evaluations']``, in
+    ``<artifact root>/walks/<config hash>/``; the walking-noise plot beside it is drawn by
+    :func:`analysis.plots.plot_walk`).
     """
-    from .artifacts import atomic_write_bytes, safe_path
-    from .config import validate_config
-    from .experiment import build_result, obtain_trained_model, prepare
-
     t0 = time.perf_counter()
     vc = validate_config(config, walk=True)
     p = prepare(config, vc=vc)
@@ -417,27 +282,12 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
                       "eval_split": vc.walk.eval_split}
-    from .cluster import artifact_root
-    from .config import config_hash
     out_dir = safe_path(artifact_root(vc.config.get("artifact_root")),
                         f"walks/{config_hash(vc.config)}")
-    import pandas as pd
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"} for r in walked["evaluations"]])
     csv = atomic_write_bytes(out_dir / "evaluations.csv", df.to_csv(index=False).encode())
     result["artifacts"]["evaluations"] = str(csv)
-    try:
-        from analysis.plots import plot_walking_noise
-        df["conf_name"] = vc.conf_name
-        png, pdf = plot_walking_noise(df, out_dir / "walking_noise",
-                                      chance=walked["chance"],
-                                      clean_accuracy=walked["clean_accuracy"],
-                                      title=f"{vc.conf_name}: {vc.walk.noise_type} walk")
-        result["artifacts"].update({"walk_plot_png": str(png), "walk_plot_pdf": str(pdf)})
-    except ValueError as err:  # e.g. a grid of σ = 0 only: nothing to draw on a log axis
-        log.warning("no walking-noise plot: %s", err)
-    log.info("σ_mid per site (%s, clean accuracy %.2f%%, chance %.2f%%):\n%s",
-             vc.walk.noise_type, walked["clean_accuracy"], walked["chance"],
-             format_sigma_mid_table(walked["sigma_mid"]))
+    result["conf_name"] = vc.conf_name
     return result
 
 

@@ -3,13 +3,7 @@
 
 train.py wires this into sacred/seml; the walk command and the tests call it too.
 
-Checkpoints live under ``<artifact root>/checkpoints/<training hash>/``: ``epoch_<k>.pt`` (and
-``last.pt``, the same file) after every epoch (resume), ``final.pt`` when training is complete
-(reuse). The training hash
-(:func:`util.config.training_hash`) leaves out evaluation-only noise, so every eval-only config
-finds the noise-free model trained for it. Lookup order for a trained model: the MongoDB
-collection (when running under seml), the local run store, then the artifact root itself.
-A ``final.pt`` that fails its checksum is reported (a warning and the result's
+Checkpoints and the lookup of a trained model: :mod:`util.engine.checkpoints`. A ``final.pt`` that fails its checksum is reported (a warning and the result's
 ``replaced_corrupt_checkpoint``) and written again from the epoch checkpoints, or by training.
 
 Divergence: after every epoch the mean training loss and every parameter and buffer are checked;
@@ -24,10 +18,7 @@ the checkpoint's last epoch, so ``final`` is the same whether a run trained, res
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +27,18 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from data import DatasetNotFoundError, get_dataset
 from models import build_model
-
 from noise.fast_rng import generator_name
 
-from .artifacts import (atomic_copy, atomic_write_text, load_torch, new_temporary, save_torch,
-                        verify)
-from .cluster import artifact_root, data_root, ensure_writable_dir
-from .config import ValidatedConfig, _hash, config_hash, training_hash, validate_config
-from .run_store import iter_runs
-from .training import (best_device, clamp_weights, evaluate, non_finite,  # noqa: F401
-                       seed_torch, train_epoch)
+from ..artifacts import load_torch, save_torch, verify
+from ..cluster import artifact_root, data_root, ensure_writable_dir
+from ..config import (ValidatedConfig, config_hash, eval_noise_hash, training_hash,
+                      validate_config)
+from .checkpoints import (find_trained_checkpoint, latest_checkpoint, point_last_at,
+                          save_epoch_checkpoint, training_lock)
+from .loops import best_device, clamp_weights, evaluate, non_finite, train_epoch
+from .seeding import seed_torch
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +99,6 @@ def _match_slurm_cpus() -> None:
 
 
 def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> Prepared:
-    from data import get_dataset
-
     _match_slurm_cpus()
     vc = vc or validate_config(config)
     cfg = vc.config
@@ -134,8 +124,6 @@ def check_locations(vc: ValidatedConfig) -> None:
     must: the artifact root, and the data root when the dataset still has to be downloaded.
     Raises :class:`util.cluster.LocationError` (or ``ConfigError`` for a relative path that
     leaves the repository root)."""
-    from data import DatasetNotFoundError, get_dataset
-
     cfg = vc.config
     ensure_writable_dir(artifact_root(cfg.get("artifact_root")), "artifact_root")
     d = cfg["data"]
@@ -152,131 +140,8 @@ def check_locations(vc: ValidatedConfig) -> None:
         pass
 
 
-def _find_in_database(h: str, db_collection: str) -> str | None:
-    try:
-        from seml.database import get_collection
-        collection = get_collection(db_collection)
-        doc = collection.find_one({"status": "COMPLETED", "result.training_hash": h,
-                                   "result.artifacts.checkpoint": {"$exists": True}},
-                                  {"result.artifacts.checkpoint": 1},
-                                  sort=[("_id", 1)])
-    except Exception as err:  # the database being away must not stop a run that can train
-        log.warning("could not query MongoDB collection %r for a trained model: %s",
-                    db_collection, err)
-        return None
-    path = _stored_checkpoint(doc.get("result") if isinstance(doc, Mapping) else None)
-    return path if path and verify(path) else None
-
-
-def _find_in_run_store(h: str, run_store: str | Path) -> str | None:
-    for run in iter_runs(run_store, status="COMPLETED"):
-        if isinstance(run.result, Mapping) and run.result.get("training_hash") == h:
-            path = _stored_checkpoint(run.result)
-            if path and verify(path):
-                return path
-    return None
-
-
-def _stored_checkpoint(result: Any) -> str | None:
-    """``result['artifacts']['checkpoint']`` of a stored result, None where it is malformed."""
-    artifacts = result.get("artifacts") if isinstance(result, Mapping) else None
-    path = artifacts.get("checkpoint") if isinstance(artifacts, Mapping) else None
-    return path if isinstance(path, str) else None
-
-
-def find_trained_checkpoint(p: Prepared, *, run_store=None, db_collection=None
-                            ) -> tuple[str, str] | None:
-    """(path, source) of a complete, verified checkpoint for this training hash, or None."""
-    if db_collection:
-        path = _find_in_database(p.training_hash, db_collection)
-        if path:
-            return path, "database"
-    if run_store:
-        path = _find_in_run_store(p.training_hash, run_store)
-        if path:
-            return path, "run_store"
-    final = p.checkpoint_dir / "final.pt"
-    if verify(final):
-        return str(final), "artifact_root"
-    return None
-
-
 def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in HISTORY_KEYS}
-
-
-def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path:
-    """Write ``epoch_<k>.pt`` (atomic, checksummed), point ``last.pt`` at it, then drop older
-    epochs. A kill at any moment leaves at least one complete, verified checkpoint: the
-    previous epoch's file is removed only after the new one is in place."""
-    new = save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/epoch_{epoch:04d}.pt")
-    _point_last_at(checkpoint_dir, new)
-    for old in checkpoint_dir.glob("epoch_*.pt"):
-        if old != new and old.name < new.name:
-            for path in (old, Path(f"{old}.sha256")):
-                path.unlink(missing_ok=True)
-    return new
-
-
-def _point_last_at(checkpoint_dir: Path, epoch_file: Path) -> None:
-    """Make ``last.pt`` (with its sidecar) the same file as ``epoch_file``: a hard link where
-    the file system has them, else a verified copy. A kill between the sidecar's rename and the
-    link's leaves a ``last.pt`` that fails to verify; resuming reads ``epoch_*.pt`` first, and
-    :func:`train` points ``last.pt`` again before it writes ``final.pt``."""
-    last = checkpoint_dir / "last.pt"
-    tmp = new_temporary(last)
-    try:
-        os.link(epoch_file, tmp)  # no second copy of a large checkpoint
-        atomic_write_text(Path(f"{last}.sha256"), Path(f"{epoch_file}.sha256").read_text())
-        os.replace(tmp, last)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        atomic_copy(epoch_file, checkpoint_dir.parent, f"{checkpoint_dir.name}/last.pt")
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest epoch checkpoint that verifies (``last.pt`` for older layouts), or None."""
-    for path in sorted(checkpoint_dir.glob("epoch_*.pt"), reverse=True):
-        if verify(path):
-            return path
-        log.warning("epoch checkpoint %s fails its checksum (corrupt); not resuming from it",
-                    path)
-    last = checkpoint_dir / "last.pt"
-    return last if verify(last) else None
-
-
-def eval_noise_hash(vc: ValidatedConfig) -> str:
-    """Identifies the noise a config's validation runs under (configs sharing one trained
-    model may evaluate it under different noise)."""
-    from noise.config import noise_config_to_dict
-    return _hash([[noise_config_to_dict(c), r] for c, r in zip(vc.site_configs, vc.repetitions)])
-
-
-@contextlib.contextmanager
-def training_lock(checkpoint_dir: Path):
-    """Hold ``<checkpoint dir>/.lock`` while training, so that a second job that needs the same
-    model (an eval-only array next to its noise-free run) waits and then reuses it instead of
-    training it again. A lock the file system cannot take (some network file systems) is
-    skipped: concurrent training is wasteful, never wrong (writes are atomic and training
-    deterministic)."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    with open(checkpoint_dir / ".lock", "a+") as f:
-        try:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("another job is training this model (%s); waiting for it",
-                         checkpoint_dir)
-                fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as err:
-            log.warning("cannot lock %s (%s); training without a lock", checkpoint_dir, err)
-        try:
-            yield
-        finally:
-            try:
-                fcntl.flock(f, fcntl.LOCK_UN)
-            except OSError:
-                pass
 
 
 def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
@@ -351,7 +216,7 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
             break
     latest = latest_checkpoint(p.checkpoint_dir)
     if latest.name != "last.pt" and not verify(p.checkpoint_dir / "last.pt"):
-        _point_last_at(p.checkpoint_dir, latest)  # a kill came between last.pt's two renames
+        point_last_at(p.checkpoint_dir, latest)  # a kill came between last.pt's two renames
     state = load_torch(latest, map_location="cpu")
     final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
     ran = bool(epoch_seconds)
@@ -366,10 +231,12 @@ def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
                          ) -> TrainOutcome:
     """Load the equivalent trained model if one exists; otherwise train it (one job at a time
     per trained model: others wait, then reuse it)."""
-    found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
+    found = find_trained_checkpoint(p.training_hash, p.checkpoint_dir, run_store=run_store,
+                                    db_collection=db_collection)
     if found is None:
         with training_lock(p.checkpoint_dir):
-            found = find_trained_checkpoint(p, run_store=run_store, db_collection=db_collection)
+            found = find_trained_checkpoint(p.training_hash, p.checkpoint_dir, run_store=run_store,
+                                    db_collection=db_collection)
             if found is None:
                 final = p.checkpoint_dir / "final.pt"
                 corrupt = str(final) if final.exists() else None
