@@ -15,6 +15,10 @@ Batch norm is not written in the specs: the conf's ``batch_norm`` mode inserts a
 conv/fc except the logits (``'none'``, ``'noisy'`` with a site after it, or ``'silent'`` for the
 ``-BN-noNoise`` variants whose BN has no site). A site sits on the input and after every other
 layer except Flatten, so site counts follow from the spec (LeNet5 12, LeNet5-BN 16, ...).
+
+Two layers have a CPU fast path (:mod:`noise.speed`, off with ``WN_FAST=0``), each beside the
+plain torch reference it equals: :meth:`SiteNetwork.forward` (a ReLU fused with the noise after
+it) and :class:`MaxPool2d` (strided maxima for inference).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from noise.inject import any_global_hooks, has_hooks
+from noise import speed
 from noise.operator import NoiseOperator
 from noise.placement import NoiseSite
 
@@ -110,25 +114,31 @@ class SiteNetwork(nn.Sequential):
         return [s.name for s in self.noise_sites]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """As ``nn.Sequential``, except that a ReLU and the noise site after it run as one
-        step (:meth:`NoiseOperator.relu_then`: same values and gradients, one tensor less)
-        unless either has hooks, and that a hooked layer's output reaches the noise after it
-        as a view, so that training noise, written in place where autograd allows, never
-        changes a tensor that a hook may have kept."""
-        hooked = any_global_hooks()
+        if not speed.enabled():
+            return super().forward(x)   # the reference: every layer in turn
+        return self._fast_forward(x)
+
+    def _fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``nn.Sequential.forward``'s values and gradients, faster (a fast path of
+        :mod:`noise.speed`): a ReLU and the noise site after it run as one step
+        (:meth:`NoiseOperator.relu_then`: one tensor less) unless either has hooks, and a
+        hooked layer's output reaches the noise after it as a view, so that training noise,
+        written in place where autograd allows, never changes a tensor that a hook may have
+        kept."""
+        hooked = speed.any_global_hooks()
         layers = list(self._modules.values())
         i, n = 0, len(layers)
         while i < n:
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < n else None
             if (not hooked and type(layer) is nn.ReLU and not layer.inplace
-                    and type(nxt) is NoiseOperator and not has_hooks(layer)
-                    and not has_hooks(nxt)):
+                    and type(nxt) is NoiseOperator and not speed.has_hooks(layer)
+                    and not speed.has_hooks(nxt)):
                 x = nxt.relu_then(x)
                 i += 2
                 continue
             x = layer(x)
-            if hooked or has_hooks(layer):
+            if hooked or speed.has_hooks(layer):
                 x = x.view_as(x)
             i += 1
         return x
@@ -181,34 +191,14 @@ def build_network(conf: ModelConf, input_shape: Sequence[int], num_classes: int)
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` with a faster CPU path for inference (evaluation, walks).
-
-    Torch's CPU max-pool kernel handles ~0.5 value/ns here; for non-overlapping windows
-    (kernel = stride, no padding or dilation) the same maxima come from k-1 elementwise
-    ``torch.maximum`` over strided views per axis, ~10x faster. Bit-identical outputs (NaN
-    propagates the same way). With autograd recording, torch's kernel is used, so gradients
-    keep its tie-breaking.
-    """
-
-    def _fast(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dim() == 4 and not self.return_indices
-                and not self.ceil_mode and self.padding == 0 and self.dilation == 1
-                and self.stride == self.kernel_size and isinstance(self.kernel_size, int)
-                and self.kernel_size >= 2 and not (torch.is_grad_enabled() and x.requires_grad))
+    """``nn.MaxPool2d``; for inference on the CPU with non-overlapping windows, the same
+    maxima bit for bit from strided elementwise maxima, ~10x faster (a fast path of
+    :mod:`noise.speed`: :func:`~noise.speed.strided_max_pool2d`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._fast(x):
-            return super().forward(x)
-        k = self.kernel_size
-        h, w = (x.shape[2] // k) * k, (x.shape[3] // k) * k
-        x = x[:, :, :h, :w]
-        rows = x[:, :, 0::k]
-        for i in range(1, k):
-            rows = torch.maximum(rows, x[:, :, i::k])
-        out = rows[..., 0::k]
-        for j in range(1, k):
-            out = torch.maximum(out, rows[..., j::k])
-        return out.contiguous()
+        if speed.strided_max_pool_applies(self, x):
+            return speed.strided_max_pool2d(x, self.kernel_size)
+        return super().forward(x)   # the reference: torch's max_pool2d
 
 
 def _output_shape(layer: nn.Module, shape: tuple[int, ...], name: str) -> tuple[int, ...]:

@@ -1,5 +1,8 @@
 """Noise: configs (validated dataclasses), the operator, site placement and injection.
 
+The CPU fast paths (compiled generator, in-place noise, fused ReLU, strided max-pool) and their
+one switch ``WN_FAST`` live in :mod:`noise.speed` (the generator in :mod:`noise.fast_rng`).
+
 >>> from noise import parse_noise_config, NoiseOperator
 >>> op = NoiseOperator(parse_noise_config({'noise_type': 'GaussAdd', 'GaussStd': 0.5}))
 """

@@ -16,10 +16,12 @@ The kernel is compiled on first use with the machine's C compiler (``$CC``, ``cc
 ``gcc``) into ``$WN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/walking-noise`` or
 ``~/.cache/walking-noise``), keyed by source, flags and CPU, so that nodes with different CPUs
 sharing one home directory each get their own build. Without a compiler, on other devices and
-dtypes, or with ``WN_FAST_RNG=0``, ``torch.randn_like`` is used: same distribution, slower, and
-other values. When the kernel cannot be built or loaded (no compiler, an unwritable cache
-folder, a failing self-check) a warning says so, once per process. :func:`generator_name` names
-the generator that runs (results and checkpoints record it).
+dtypes, with ``WN_FAST=0`` (all fast paths off, :mod:`noise.speed`) or with ``WN_FAST_RNG=0``
+(this generator only, read on first use), ``torch.randn_like`` is used: same distribution,
+slower, and other values; nothing is compiled then. When the kernel cannot be built or loaded
+(no compiler, an unwritable cache folder, a failing self-check) a warning says so, once per
+process. :func:`generator_name` names the generator that runs (results and checkpoints
+record it).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from . import speed
 from ._fastgauss_c import C_SOURCE
 
 __all__ = ["available", "normal_like", "add_noise", "add_noise_", "library_path",
@@ -54,7 +57,7 @@ _problems: list[str] = []  # why builds failed, for the one warning
 
 
 def _enabled() -> bool:
-    return os.environ.get("WN_FAST_RNG", "1").strip().lower() not in ("0", "false", "no", "off")
+    return speed._from_env("WN_FAST_RNG")
 
 
 def _cache_dir() -> Path:
@@ -187,7 +190,10 @@ def _find_or_build() -> None:
 
 
 def available() -> bool:
-    """True when the compiled kernel is in use (compiling it on the first call)."""
+    """True when the compiled kernel is in use (compiling it on the first call): the fast
+    paths are on (:mod:`noise.speed`), ``WN_FAST_RNG`` is not ``0`` and the kernel built."""
+    if not speed.enabled():
+        return False
     if _state == "unloaded":
         _init()
     return _state == "ok"
@@ -249,22 +255,6 @@ def normal_like(x: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.T
     return out
 
 
-# Autograd nodes whose backward does not read their own output (derivatives.yaml: convolution
-# needs input and weight, addmm/mm their matrices, batch norm its input and saved statistics,
-# max-pool its input and indices). A fresh output of one of them may take its noise in place.
-_OUTPUT_NOT_SAVED = frozenset({"ConvolutionBackward0", "AddmmBackward0", "MmBackward0",
-                               "NativeBatchNormBackward0", "MaxPool2DWithIndicesBackward0",
-                               "ThresholdBackward0"})
-
-
-def _overwritable(x: torch.Tensor) -> bool:
-    """True when autograd provably never reads ``x``'s values: a fresh, contiguous, unmodified
-    output of a node in ``_OUTPUT_NOT_SAVED`` (not a view, not a leaf, not the data)."""
-    gf = x.grad_fn
-    return (gf is not None and torch.is_grad_enabled() and type(gf).__name__ in _OUTPUT_NOT_SAVED
-            and x._base is None and x._version == 0 and x.is_contiguous())
-
-
 def _kernel_add(out: torch.Tensor, x: torch.Tensor, std: float, mean: float) -> torch.Tensor:
     """out = x + mean + std·z (contiguous float32 CPU tensors of one size; out may be x)."""
     _lib.wn_add_normal_f32(out.data_ptr(), x.data_ptr(), x.numel(), _seed(), float(mean),
@@ -291,14 +281,14 @@ def add_noise(x: torch.Tensor, std: float, mean: float = 0.0, *,
 
     ``overwrite=True`` lets the kernel write the result into ``x`` itself (and return ``x``)
     when autograd provably never reads ``x``'s values: during training, a fresh output of a
-    convolution, linear layer, batch norm or max-pool. It saves a tensor and a pass over
-    memory; the values are the same either way. Anything else still holding ``x`` (a forward
-    hook that kept it, say) then sees the noisy values.
+    convolution, linear layer, batch norm or max-pool (:func:`noise.speed.overwritable`). It
+    saves a tensor and a pass over memory; the values are the same either way. Anything else
+    still holding ``x`` (a forward hook that kept it, say) then sees the noisy values.
     """
     if not _applies(x):
         y = torch.add(x, torch.randn_like(x), alpha=std)
         return y.add_(mean) if mean != 0.0 else y
-    if overwrite and _overwritable(x):
+    if overwrite and speed.overwritable(x):
         # d(x + noise)/dx = 1: the node that made x passes the gradient on as it is
         return _kernel_add(x, x, std, mean)
     if x.requires_grad and torch.is_grad_enabled():

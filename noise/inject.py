@@ -21,6 +21,7 @@ from torch import nn
 
 from .operator import NoiseOperator
 from .placement import NoiseSite, configure
+from .speed import any_global_hooks
 
 __all__ = ["inject", "SITE_LAYER_TYPES"]
 
@@ -102,19 +103,6 @@ class _SiteHook:
             # another hook may have kept the output: a view makes the noise leave it alone
             output = output.view_as(output)
         return self.state.ops[site](output)
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether ``module`` has forward or backward hooks of its own."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
-def any_global_hooks() -> bool:
-    """Whether any module hooks are registered globally (``register_module_forward_hook``...)."""
-    from torch.nn.modules import module as mm
-    return bool(mm._global_forward_hooks or mm._global_forward_pre_hooks
-                or mm._global_backward_hooks or mm._global_backward_pre_hooks)
 
 
 def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,

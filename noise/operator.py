@@ -1,8 +1,10 @@
 """The noise operator: an ``nn.Module`` that applies one noise config to its input.
 
 Noise is drawn on the input's device and dtype (``noise.fast_rng``: a compiled counter-based
-generator for CPU float32, ``torch.randn_like`` otherwise); all parameters are Python floats, so
-applying noise never synchronises with the host.
+generator for CPU float32, ``torch.randn_like`` otherwise or with ``WN_FAST=0``); all parameters
+are Python floats, so applying noise never synchronises with the host. Additive training noise
+is written in place where autograd allows, and ``relu_then`` fuses a ReLU with it: fast paths
+of :mod:`noise.speed`, with the same values as the plain torch reference.
 
 Repetition (multi-execution): at a site with repetition R the noise draw is repeated R times on
 the same input and the R results are averaged (the layer before it is not recomputed). For every
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import fast_rng
+from . import fast_rng, speed
 from .config import (GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig,
                      NoNoise, parse_noise_config, validate_repetition)
 
@@ -142,8 +144,10 @@ class NoiseOperator(nn.Module):
         """``self(torch.relu(x))`` with the same values, gradients and draw from the
         generator, but for additive noise without a tensor of its own: the noise goes into
         the output of ``F.threshold(x, 0, 0)`` (relu's twin whose backward keeps its input,
-        not its output) in place."""
-        if self._plain_add is None or not self._active[self.training]:
+        not its output) in place. A fast path (:mod:`noise.speed`): with the fast paths off,
+        or for other noise, it is the reference ``self(torch.relu(x))``."""
+        if (self._plain_add is None or not self._active[self.training]
+                or not speed.enabled()):
             return self(torch.relu(x))
         return fast_rng.add_noise_(F.threshold(x, 0.0, 0.0), *self._plain_add)
 

@@ -11,12 +11,15 @@ import pytest
 import torch
 from scipy import stats
 
-from noise import GaussAdd, GaussMul, apply_noise, fast_rng
+from noise import GaussAdd, GaussMul, apply_noise, fast_rng, speed
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_CC = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
 
-needs_kernel = pytest.mark.skipif(not HAVE_CC, reason="no C compiler on this machine")
+needs_kernel = pytest.mark.skipif(
+    not HAVE_CC or not speed.enabled() or not fast_rng._enabled(),
+    reason="no C compiler on this machine" if not HAVE_CC
+    else "the kernel is switched off (WN_FAST=0 or WN_FAST_RNG=0)")
 
 
 def _raw(n, seed, threads):
