@@ -147,3 +147,20 @@ def test_site_evaluator_walks_an_injected_sequential_with_full_forwards():
     noisy, _ = ev.evaluate(2, GaussAdd(GaussStd=100.0, enable_in_training=False))
     assert noisy != clean
     assert ev.evaluate(None)[0] == pytest.approx(plain)
+
+
+def test_a_fresh_evaluator_evaluates_the_clean_model_even_if_noise_was_left_on():
+    """evaluate(None) on a new evaluator must not keep noise an earlier user left on the
+    model's operators (it reported that noisy accuracy as 'clean')."""
+    from torch import nn
+    from noise import configure
+    from models import build_model
+    torch.manual_seed(0)
+    model = build_model({"model_class": "MLP", "MLP": {"conf_name": "RL_TFC-noBN"}}, None,
+                        (1, 28, 28), 10).eval()
+    x, y = torch.randn(200, 1, 28, 28), torch.randint(0, 10, (200,))
+    with torch.no_grad():
+        plain = 100.0 * (model(x).argmax(1) == y).float().mean().item()
+    configure(model, {"default": {"noise_type": "GaussAdd", "GaussStd": 50.0}})
+    ev = SiteEvaluator(model, x, y, nn.CrossEntropyLoss())
+    assert ev.evaluate(None)[0] == pytest.approx(plain)

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SiteEvaluator", "walk_model", "bisect_midpoint", "gather", "run_walk",
            "format_sigma_mid_table"]
 
+_NOT_SET = object()
+
+
 class SiteEvaluator:
     """Accuracy of a trained model with noise at one site, reusing the clean prefix.
 
@@ -63,7 +66,7 @@ class SiteEvaluator:
         # injected nn.Sequential keeps them outside: every evaluation is a full forward
         ops = {id(s.operator) for s in self.sites}
         self._children = children if ops <= {id(m) for m in children} else None
-        self._site = None
+        self._site: int | None | object = _NOT_SET  # evaluate(None) resets the noise too
         self._acts: list[torch.Tensor] | None = None
 
     def _chunks(self):
