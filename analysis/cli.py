@@ -36,11 +36,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from util.cluster import REPO_ROOT
+
 from .results import CONDITION_COLUMNS, condition_label, iter_conditions
 
 log = logging.getLogger("analysis")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_ROOT = Path("analysis_output")
 #: The σ_mid table's columns as printed.
 PRINTED_COLUMNS = ["dataset", "conf_name", "noise_type", "std_ratio", "enable_in_training",

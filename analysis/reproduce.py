@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from noise.config import NoNoise, parse_noise_config
+from util.cluster import REPO_ROOT
 from noise.placement import configure
 
 from .midpoint import midpoint
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 __all__ = ["MODELS", "SCALES", "Scale", "Reproduction", "select_sites", "markdown_table",
            "write_document", "main"]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 #: conf_name → model_class of the four models of the issue.
 MODELS: dict[str, str] = {"LeNet5": "LeNet", "LeNet5-BN": "LeNet",
@@ -1398,7 +1398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="folder for REPRODUCTION.md and reproduction/*.png (default: docs/; "
                          "for --scale smoke: artifacts/reproduction/smoke-docs, so that a "
                          "smoke run never overwrites the published document)")
-    ap.add_argument("--artifact-root", default=str(ROOT / "artifacts" / "reproduction"),
+    ap.add_argument("--artifact-root", default=str(REPO_ROOT / "artifacts" / "reproduction"),
                     help="where trained models are kept and found again (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: these models are tiny, and on shared "
@@ -1418,8 +1418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.models:
         scale = replace(scale, models=tuple(args.models))
     out = Path(args.out) if args.out else (
-        ROOT / "artifacts" / "reproduction" / "smoke-docs" if args.scale == "smoke"
-        else ROOT / "docs")
+        REPO_ROOT / "artifacts" / "reproduction" / "smoke-docs" if args.scale == "smoke"
+        else REPO_ROOT / "docs")
     command = "python -m analysis.reproduce --scale " + args.scale + (
         " --models " + " ".join(args.models) if args.models else "")
     rep = Reproduction(scale, artifact_root=args.artifact_root, device=args.device).run()

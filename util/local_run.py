@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence, TextIO
 
-from .cluster import LocationError, ensure_writable_dir
+from .cluster import REPO_ROOT, LocationError, ensure_writable_dir
 from .config import ConfigError, config_hash, validate_config
 from .run_store import DEFAULT_RUN_STORE, iter_runs
 from .signals import interrupt_on_sigterm
-from .validate_configs import (MISSING, REPO_ROOT, Experiment, ExpansionError, Problem,
+from .validate_configs import (MISSING, Experiment, ExpansionError, Problem,
                                expand_file, group_problems, value_at)
 
 log = logging.getLogger(__name__)

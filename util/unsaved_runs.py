@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cluster import artifact_root
+from .cluster import REPO_ROOT, artifact_root
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,6 @@ def collect_seml_stats(_run) -> None:
     try:
         _collect_exp_stats(_run)
     except pymongo.errors.PyMongoError as err:
-        from .cluster import REPO_ROOT
-
         folders = sorted({str(o.failure_dir) for o in _mongo_observers(_run) if o.failure_dir})
         folder = folders[0] if folders else str(unsaved_dir())
         log.warning("MongoDB is unreachable at the end of this run (%s: %s); the result is "

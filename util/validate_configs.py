@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from .cluster import REPO_ROOT
 from .config import (ConfigError, config_hash, merged_with_defaults, strip_bookkeeping, to_plain,
                      validate_config)
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "experiment_configs"
 #: Keys of the ``seml:`` block every YAML of this project sets (``seml status`` needs a
 #: description; the others say what runs where).
