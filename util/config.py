@@ -1,6 +1,6 @@
 """The experiment config: embedded defaults, validation, and the hashes that find checkpoints.
 
-The schema is the paper's (see the README). :func:`validate_config` is the one check that
+The schema is the paper's (see docs/config.md). :func:`validate_config` is the one check that
 train.py's config hook, the offline YAML validator and the local runner all use: it raises
 :class:`ConfigError` naming the key and the allowed values, before anything runs or is written.
 """

@@ -265,7 +265,7 @@ def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
 def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=None,
                    log_metric: MetricLogger | None = None, progress: bool = True,
                    vc: ValidatedConfig | None = None) -> dict[str, Any]:
-    """Run one experiment end to end and return the result dict (see README: Results)."""
+    """Run one experiment end to end and return the result dict (see docs/results.md)."""
     t0 = time.perf_counter()
     p = prepare(config, vc=vc)
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
