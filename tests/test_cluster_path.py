@@ -10,7 +10,7 @@ collection(s) and tmp folders and deletes its collection afterwards.
   c  an eval-only experiment in the same collection reuses it through the database; a walk
      (`walk.enabled: true`) does too and stores every evaluation, which the analysis expands
   d  a config that fails at run time ends FAILED; `print-fail-trace` shows the traceback
-  e  scancel mid-training, detect-killed, reset, start: resumes, same metrics as uninterrupted
+  e  scancel mid-training (SIGTERM: the run ends INTERRUPTED), reset, start: resumes, same metrics as uninterrupted
   f  a dummy secret in seml's MongoDB config and in the environment at `add`: in no result,
      artifact or log the project writes (seml itself stores the environment: documented)
   g  ten experiments of one job array at once: ten distinct results, each exactly once
@@ -291,9 +291,13 @@ def test_e_scancel_then_reset_and_start_resumes_from_the_last_checkpoint(tmp_pat
         assert 1 <= killed_at < epochs, f"the job finished ({killed_at} epochs) before scancel"
         assert not (last.parent / "final.pt").exists()
 
+        # scancel sends SIGTERM first: the run handles it like Ctrl-C, so sacred marks it
+        # INTERRUPTED itself (detect-killed, for runs that died without a word, leaves it)
+        H.wait_until(lambda: col.find_one()["status"] == "INTERRUPTED", 60,
+                     "the run marked INTERRUPTED", on_timeout=lambda: H.output_tails(out))
         H.seml(col_name, "detect-killed", env=env)
         killed = col.find_one()
-        assert killed["status"] == "KILLED"
+        assert killed["status"] == "INTERRUPTED"
         # `seml reset` forgets the killed run's source copy in GridFS without deleting it (and
         # `seml clean-db` does not see sacred's sources): remove it at the end
         orphans += [src[1] for src in (killed.get("experiment") or {}).get("sources", [])]
@@ -354,7 +358,7 @@ def test_f_secrets_stay_out_of_results_artifacts_and_logs(tmp_path, small_data):
             rest = {k: v for k, v in doc.items() if k != "seml"}
             rest["seml"] = {k: v for k, v in doc["seml"].items() if k != "env"}
             assert secret not in H.json_text(rest)
-        # ... but seml itself stores the whole environment of `seml add` (README: Secrets)
+        # ... but seml itself stores the whole environment of `seml add` (docs/experiments.md: On a SLURM cluster)
         assert doc["seml"]["env"].get("WN_DUMMY_API_TOKEN") == env_secret
         assert db_secret not in H.json_text(doc["seml"]["env"])
     finally:
