@@ -28,7 +28,6 @@ import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -457,10 +456,3 @@ class GSC2(BaseDataset):
     @property
     def num_test(self) -> int:
         return len(self._splits()["testing"][1])
-
-    def settings(self) -> dict:
-        """Everything that shapes the samples, for logging next to a run's results."""
-        return {"mfcc": asdict(self.mfcc), "silence_percentage": self.silence_percentage,
-                "unknown_percentage": self.unknown_percentage, "time_shift": self.time_shift,
-                "background_frequency": self.background_frequency,
-                "background_volume": self.background_volume, "split_seed": self.split_seed}

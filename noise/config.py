@@ -132,10 +132,6 @@ class NoiseConfig:
         """(σ_add, σ_mul): the additive and multiplicative standard deviations."""
         return 0.0, 0.0
 
-    def with_std(self, key: str, value: float) -> "NoiseConfig":
-        """A copy with ``key`` (e.g. ``GaussStd`` or ``StdAmplitude``) set to ``value``."""
-        return replace_noise(self, **{key: value})
-
 
 @register_noise_type
 @dataclass(frozen=True)
