@@ -79,6 +79,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from util.config_paths import matches_query
+
 from .midpoint import midpoint_table
 
 log = logging.getLogger(__name__)
@@ -167,70 +169,6 @@ def parse_source(source: str | os.PathLike) -> tuple[str, str]:
     return "mongodb", source
 
 
-def _lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
-    """(found, value) of a dotted path in nested dicts/lists (MongoDB's field paths)."""
-    value = doc
-    for part in dotted.split("."):
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return False, None
-    return True, value
-
-
-def _equal(value: Any, expected: Any) -> bool:
-    if isinstance(value, list) and not isinstance(expected, list):
-        return any(_equal(v, expected) for v in value)
-    return value == expected
-
-
-def _compare(value: Any, expected: Any, op) -> bool:
-    try:
-        return value is not None and bool(op(value, expected))
-    except TypeError:
-        return False
-
-
-_OPERATORS = {
-    "$eq": lambda found, v, x: found and _equal(v, x),
-    "$ne": lambda found, v, x: not (found and _equal(v, x)),
-    "$in": lambda found, v, x: found and any(_equal(v, e) for e in x),
-    "$nin": lambda found, v, x: not (found and any(_equal(v, e) for e in x)),
-    "$exists": lambda found, v, x: found == bool(x),
-    "$gt": lambda found, v, x: found and _compare(v, x, lambda a, b: a > b),
-    "$gte": lambda found, v, x: found and _compare(v, x, lambda a, b: a >= b),
-    "$lt": lambda found, v, x: found and _compare(v, x, lambda a, b: a < b),
-    "$lte": lambda found, v, x: found and _compare(v, x, lambda a, b: a <= b),
-}
-
-
-def _matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` matches a MongoDB filter (the subset :data:`_OPERATORS`, ``$and``,
-    ``$or``), so that one filter selects the same runs from either source."""
-    for key, cond in query.items():
-        if key in ("$and", "$or"):
-            parts = [_matches(doc, q) for q in cond]
-            if not (all(parts) if key == "$and" else any(parts)):
-                return False
-            continue
-        if key.startswith("$"):
-            raise ValueError(f"filter operator {key!r} is not supported for a local run store; "
-                             f"supported: $and, $or, {sorted(_OPERATORS)}")
-        found, value = _lookup(doc, key)
-        if isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
-            for op, expected in cond.items():
-                if op not in _OPERATORS:
-                    raise ValueError(f"filter operator {op!r} (at {key!r}) is not supported "
-                                     f"for a local run store; supported: {sorted(_OPERATORS)}")
-                if not _OPERATORS[op](found, value, expected):
-                    return False
-        elif not (found and _equal(value, cond)):
-            return False
-    return True
-
-
 def _check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
     if filter is None:
         return {}
@@ -283,7 +221,7 @@ def read_run_store(path: str | os.PathLike, filter: Mapping[str, Any] | None = N
             continue
         doc = {"_id": int(run.run_id) if run.run_id.isdigit() else run.run_id,
                "status": run.status, "config": run.config, "result": run.result}
-        if filter and not _matches(doc, filter):
+        if filter and not matches_query(doc, filter):
             continue
         records.append(RunRecord(run.run_id, run.status, _restore(run.config),
                                  _restore(run.result), os.fspath(run.path)))
@@ -803,8 +741,9 @@ def load_results(source: str | os.PathLike, filter: Mapping[str, Any] | None = N
             not an existing path (see :func:`parse_source`).
         filter: a MongoDB query on the run documents (``{_id, status, config, result}``), e.g.
             ``{'config.data.dataset': 'FashionMNIST', 'config.general.repeat_number':
-            {'$in': [0, 1]}}``. MongoDB evaluates it itself; for a run store the operators
-            ``$eq $ne $in $nin $exists $gt $gte $lt $lte $and $or`` are supported.
+            {'$in': [0, 1]}}``. MongoDB evaluates it itself; for a run store
+            :func:`util.config_paths.matches_query` does, with the operators ``$eq $ne $in
+            $nin $exists $gt $gte $lt $lte $and $or`` (numbers match within 1e-9 there).
         states: run statuses to keep (None or empty: all); ignored when ``filter`` has a
             ``status`` condition.
         mongodb_config: seml's connection dict; default: seml's config file.

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import analysis_fixtures as F
-from analysis.results import (ALL_SITES, COLUMNS, _matches, load_results, parse_source,
-                              sigma_mid_per_site)
+from analysis.results import ALL_SITES, COLUMNS, load_results, parse_source, sigma_mid_per_site
+from util.config_paths import matches_query
 
 cluster_up = pytest.mark.skipif(
     os.environ.get("WN_CLUSTER_UP") != "1",
@@ -266,17 +266,6 @@ def test_a_filter_selects_runs_in_a_run_store_like_mongodb(sweep):
     assert set(df["placement"]) == {"none", "default"} and (df["accuracy"] >= 60).all()
 
 
-def test_filter_matching_follows_mongodb_semantics():
-    doc = {"_id": 3, "config": {"a": {"b": [1, 2]}, "c": None}, "status": "COMPLETED"}
-    assert _matches(doc, {"config.a.b": 2})           # an array matches one of its elements
-    assert _matches(doc, {"config.a.b.0": 1})
-    assert _matches(doc, {"config.c": None, "_id": {"$gt": 2, "$lte": 3}})
-    assert not _matches(doc, {"config.x": {"$exists": True}})
-    assert _matches(doc, {"config.x": {"$ne": 5}})
-    with pytest.raises(ValueError, match=r"\$regex.*not supported"):
-        _matches(doc, {"status": {"$regex": "COMP"}})
-
-
 def test_only_completed_runs_are_read_unless_states_say_otherwise(tmp_path):
     store = write_store(tmp_path, [clean_run(), (*clean_run(1), "FAILED"),
                                    (*clean_run(2), "RUNNING")])
@@ -377,7 +366,7 @@ class FakeCollection:
 
     def find(self, query, fields):
         return [{k: copy.deepcopy(d[k]) for k in ["_id", *fields] if k in d}
-                for d in self.docs if _matches(d, query)]
+                for d in self.docs if matches_query(d, query)]
 
     def count_documents(self, query):
         return len(self.find(query, []))

@@ -15,7 +15,8 @@ import pytest
 import analysis_fixtures as F
 from analysis.cli import main
 from analysis.midpoint import midpoint
-from analysis.results import CURVE_COLUMNS, _matches, load_results, sigma_mid_per_site
+from analysis.results import CURVE_COLUMNS, load_results, sigma_mid_per_site
+from util.config_paths import matches_query
 from util.run_store import iter_runs
 
 SITE = 2                                   # the curve's site (2:relu1)
@@ -373,7 +374,7 @@ class FakeCollection:
 
     def find(self, query, fields):
         return [{k: copy.deepcopy(d[k]) for k in ["_id", *fields] if k in d}
-                for d in self.docs if _matches(d, query)]
+                for d in self.docs if matches_query(d, query)]
 
     def count_documents(self, query):
         return len(self.find(query, []))

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -179,6 +180,17 @@ def test_a_filter_on_a_key_no_experiment_has_is_an_error(tmp_path, capsys):
                         "--filter", "noise_settings.layer_wise.layer_indx=4"])
     assert code == 2
     assert "layer_indx" in capsys.readouterr().err
+
+
+def test_a_filter_matches_close_numbers_list_elements_and_either_value_of_a_repeated_key():
+    exps = [SimpleNamespace(config={"noise": {"GaussStd": std}, "walk": {"sites": sites}})
+            for std, sites in ((0.30000000000000004, [1, 2]), (0.5, [3]), (0.7, [2]))]
+    assert local_run._select(exps, [("noise.GaussStd", 0.3)]) == [exps[0]]
+    assert local_run._select(exps, [("walk.sites", 2)]) == [exps[0], exps[2]]
+    assert local_run._select(exps, [("walk.sites.0", 3)]) == [exps[1]]
+    assert local_run._select(exps, [("noise.GaussStd", 0.3), ("noise.GaussStd", 0.5),
+                                    ("walk.sites", 3)]) == [exps[1]]
+    assert local_run._select(exps, [("noise.GaussStd", "0.5")]) == []
 
 
 def test_plan_orders_noise_free_then_eval_only_then_noisy_training(tmp_path):

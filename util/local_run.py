@@ -9,8 +9,10 @@
    hash; ``--set key=value`` is seml add's ``-o``) and validates EVERY experiment with
    train.py's checks before anything runs (see :mod:`util.validate_configs`).
 2. Keeps the experiments that match all ``--filter`` keys (a key given twice matches either
-   value; numbers match within 1e-9) and drops those already COMPLETED in the run store (same
-   :func:`util.config.config_hash` of the stored config).
+   value; numbers match within 1e-9, a list matches one of its elements: the matching of
+   :mod:`util.config_paths`, which the analysis's run-store filter uses too) and drops those
+   already COMPLETED in the run store (same :func:`util.config.config_hash` of the stored
+   config).
 3. Runs noise-free-training experiments first (fully noise-free ones before eval-only ones),
    so that eval-only experiments find the trained model and only evaluate; then noisy training.
 4. Runs each through train.py's sacred experiment in this process, with sacred's
@@ -51,7 +53,6 @@ import copy
 import fcntl
 import gc
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,10 +61,10 @@ from typing import IO, Any, Iterable, Iterator, Sequence, TextIO
 
 from .cluster import REPO_ROOT, LocationError, ensure_writable_dir
 from .config import ConfigError, config_hash, validate_config
+from .config_paths import MISSING, matches_query, value_at
 from .run_store import DEFAULT_RUN_STORE, iter_runs
 from .signals import interrupt_on_sigterm
-from .validate_configs import (MISSING, Experiment, ExpansionError, Problem,
-                               expand_file, group_problems, value_at)
+from .validate_configs import Experiment, ExpansionError, Problem, expand_file, group_problems
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +123,6 @@ def parse_assignments(items: Iterable[str], what: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _matches(actual: Any, wanted: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(actual, numbers) and isinstance(wanted, numbers) \
-            and not isinstance(actual, bool) and not isinstance(wanted, bool):
-        return math.isclose(actual, wanted, rel_tol=1e-9, abs_tol=1e-12)
-    return actual == wanted
-
-
 def _select(experiments: Sequence[Experiment], filters: Sequence[tuple[str, Any]]
             ) -> list[Experiment]:
     wanted: dict[str, list[Any]] = {}
@@ -138,9 +131,9 @@ def _select(experiments: Sequence[Experiment], filters: Sequence[tuple[str, Any]
     for key in wanted:
         if experiments and all(value_at(e.config, key) is MISSING for e in experiments):
             raise ValueError(f"--filter {key}: no experiment of this file has that key")
-    return [e for e in experiments
-            if all(any(_matches(value_at(e.config, k), v) for v in values)
-                   for k, values in wanted.items())]
+    # a key given twice matches either value: the query of the run-store reader, $in
+    query = {key: {"$in": values} for key, values in wanted.items()}
+    return [e for e in experiments if matches_query(e.config, query)]
 
 
 def _completed_hashes(store: Path) -> set[str]:

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from .cluster import REPO_ROOT
 from .config import (ConfigError, config_hash, merged_with_defaults, strip_bookkeeping, to_plain,
                      validate_config)
+from .config_paths import MISSING, value_at
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ REQUIRED_SEML_KEYS = ("executable", "name", "description", "output_dir", "projec
 
 __all__ = ["Experiment", "Expansion", "ExpansionError", "Problem", "FileReport", "expand_file",
            "check", "group_problems", "validate_file", "validate_files", "find_yaml_files",
-           "value_at", "MISSING", "main"]
+           "main"]
 
 
 @dataclass
@@ -180,16 +181,6 @@ def _varying_keys(tree: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-MISSING = object()
-
-
-def value_at(d: Any, key: str) -> Any:
-    """The value at a dotted ``key`` of nested dicts, :data:`MISSING` where there is none."""
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return MISSING
-        d = d[part]
-    return d
 
 
 def _plain(value: Any) -> Any:
