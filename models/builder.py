@@ -13,8 +13,10 @@ A spec is a list of tokens read top-down like the architecture:
 
 Batch norm is not written in the specs: the conf's ``batch_norm`` mode inserts a BN after every
 conv/fc except the logits (``'none'``, ``'noisy'`` with a site after it, or ``'silent'`` for the
-``-BN-noNoise`` variants whose BN has no site). A site sits on the input and after every other
-layer except Flatten, so site counts follow from the spec (LeNet5 12, LeNet5-BN 16, ...).
+``-BN-noNoise`` variants whose BN has no site). A site sits on the input and after every layer
+of a site kind (:data:`noise.placement.SITE_KINDS`, the rule :func:`noise.inject` follows for
+any torch model: every layer but Flatten), so site counts follow from the spec (LeNet5 12,
+LeNet5-BN 16, ...), and so do the sites' kinds (:func:`site_kinds`).
 
 Two layers have a CPU fast path (:mod:`noise.speed`, off with ``WN_FAST=0``), each beside the
 plain torch reference it equals: :meth:`SiteNetwork.forward` (a ReLU fused with the noise after
@@ -31,9 +33,9 @@ from torch import nn
 
 from noise import speed
 from noise.operator import NoiseOperator
-from noise.placement import NoiseSite
+from noise.placement import SITE_KINDS, NoiseSite
 
-__all__ = ["ModelConf", "SiteNetwork", "build_network", "site_names"]
+__all__ = ["ModelConf", "SiteNetwork", "build_network", "site_names", "site_kinds"]
 
 Token = Union[str, tuple]
 BATCH_NORM_MODES = ("none", "noisy", "silent")
@@ -85,11 +87,11 @@ def _layer_names(expanded) -> list[str]:
 
 
 def _has_site(kind: str, conf: ModelConf) -> bool:
-    if kind == "flatten":
-        return False
+    """The layer kinds are the site kinds of :mod:`noise.placement` (Flatten has none); a
+    silent BN is the one layer of a site kind without a site."""
     if kind == "bn":
         return conf.batch_norm == "noisy"
-    return True
+    return kind in SITE_KINDS
 
 
 def site_names(conf: ModelConf) -> list[str]:
@@ -98,6 +100,12 @@ def site_names(conf: ModelConf) -> list[str]:
     labels = ["input"] + [name for (kind, _), name in zip(expanded, _layer_names(expanded))
                           if _has_site(kind, conf)]
     return [f"{i}:{label}" for i, label in enumerate(labels)]
+
+
+def site_kinds(conf: ModelConf) -> list[str]:
+    """The kind of every site of a conf (``'input'``, ``'conv'``, ``'bn'``, ..., ``'logits'``:
+    :data:`noise.placement.SITE_KINDS`), in site order, without building it."""
+    return ["input"] + [kind for kind, _ in _expand(conf) if _has_site(kind, conf)]
 
 
 class SiteNetwork(nn.Sequential):
@@ -153,13 +161,13 @@ def build_network(conf: ModelConf, input_shape: Sequence[int], num_classes: int)
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
     sites: list[NoiseSite] = []
 
-    def add_site(label: str):
+    def add_site(label: str, kind: str):
         op = NoiseOperator()
         layers[f"{label}_noise"] = op
-        sites.append(NoiseSite(len(sites), f"{len(sites)}:{label}", op))
+        sites.append(NoiseSite(len(sites), f"{len(sites)}:{label}", kind, op))
 
     shape = tuple(int(s) for s in input_shape)
-    add_site("input")
+    add_site("input", "input")
     for (kind, token), name in zip(expanded, names):
         if kind == "conv":
             if len(shape) != 3:
@@ -184,7 +192,7 @@ def build_network(conf: ModelConf, input_shape: Sequence[int], num_classes: int)
         layers[name] = layer
         shape = _output_shape(layer, shape, name)
         if _has_site(kind, conf):
-            add_site(name)
+            add_site(name, kind)
     net = SiteNetwork(layers)
     net.noise_sites = sites
     return net

@@ -1,7 +1,8 @@
 """Give any torch model noise sites, without touching its parameters.
 
 :func:`inject` runs one forward pass on an example input to record the order in which the
-site-bearing layers execute (forward order, not registration order: a ReLU module called twice
+site-bearing layers (:data:`~noise.placement.SITE_LAYER_KINDS`, the rule the model builder
+follows too) execute (forward order, not registration order: a ReLU module called twice
 in a residual block gives two sites), then installs hooks that apply each site's
 :class:`~noise.operator.NoiseOperator`, reachable as ``model.noise_sites``.
 
@@ -20,30 +21,24 @@ import torch
 from torch import nn
 
 from .operator import NoiseOperator
-from .placement import NoiseSite, configure
+from .placement import SITE_LAYER_TYPES, NoiseSite, configure, layer_site_kind
 from .speed import any_global_hooks
 
 __all__ = ["inject", "SITE_LAYER_TYPES"]
 
-#: Layer types that carry a site after their output (as in the model families).
-SITE_LAYER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-)
 
-
-def _trace_calls(model: nn.Module, example: torch.Tensor, layer_types) -> list[tuple[str, int]]:
-    """(module path, k-th call) of every site-bearing layer, in execution order."""
-    order: list[tuple[str, int]] = []
+def _trace_calls(model: nn.Module, example: torch.Tensor, layer_types
+                 ) -> list[tuple[str, int, nn.Module]]:
+    """(module path, k-th call, module) of every site-bearing layer, in execution order."""
+    order: list[tuple[str, int, nn.Module]] = []
     counts: dict[str, int] = {}
     handles = []
 
     def make_hook(path):
-        def hook(_module, _inputs, _output):
+        def hook(module, _inputs, _output):
             k = counts.get(path, 0)
             counts[path] = k + 1
-            order.append((path, k))
+            order.append((path, k, module))
         return hook
 
     for path, module in model.named_modules():
@@ -59,6 +54,12 @@ def _trace_calls(model: nn.Module, example: torch.Tensor, layer_types) -> list[t
             h.remove()
         model.train(was_training)
     return order
+
+
+def _site_kind(module: nn.Module) -> str:
+    """The site kind after ``module``; for a type outside :data:`SITE_LAYER_TYPES` (given in
+    ``layer_types``) its class name in lower case (``'dropout'``)."""
+    return layer_site_kind(module) or type(module).__name__.lower()
 
 
 class _HookState:
@@ -113,7 +114,9 @@ def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,
 
     Sites: 0 is the model input, then one per execution of a layer of ``layer_types``, in
     forward order; names are ``'<index>:<module path>'`` with ``#k`` for the k-th extra call of
-    a module used more than once. Give ``input_shape`` (one sample, e.g. ``(3, 32, 32)``) or an
+    a module used more than once. Each site's ``kind`` is the kind of its layer type
+    (:data:`~noise.placement.SITE_LAYER_KINDS`), ``'logits'`` for a last site after a linear
+    layer, as for the model families. Give ``input_shape`` (one sample, e.g. ``(3, 32, 32)``) or an
     ``example_input`` batch for the tracing pass. With every site ``NoNoise`` the outputs are
     bit-identical to the original model's. The model's own modules are left as they were (see
     the module docstring), so this works for an ``nn.Sequential`` too.
@@ -133,11 +136,15 @@ def inject(model: nn.Module, noise_settings: Mapping[str, Any] | None = None, *,
 
     ops = [NoiseOperator() for _ in range(len(calls) + 1)]
     names = ["0:input"] + [f"{i}:{path}" + (f"#{k + 1}" if k else "")
-                           for i, (path, k) in enumerate(calls, start=1)]
-    state = _HookState(ops, {call: i for i, call in enumerate(calls, start=1)})
+                           for i, (path, k, _) in enumerate(calls, start=1)]
+    state = _HookState(ops, {(path, k): i for i, (path, k, _) in enumerate(calls, start=1)})
     model.register_forward_pre_hook(_InputHook(state))
-    for path in dict.fromkeys(p for p, _ in calls):
+    for path in dict.fromkeys(p for p, _, _ in calls):
         model.get_submodule(path).register_forward_hook(_SiteHook(state, path))
-    model.noise_sites = [NoiseSite(i, name, op) for i, (name, op) in enumerate(zip(names, ops))]
+    kinds = ["input"] + [_site_kind(module) for _, _, module in calls]
+    if kinds[-1] == "fc":  # no site after the last linear layer: its output is the logits
+        kinds[-1] = "logits"
+    model.noise_sites = [NoiseSite(i, name, kind, op)
+                         for i, (name, kind, op) in enumerate(zip(names, kinds, ops))]
     configure(model, noise_settings, repetition_config)
     return model

@@ -2,7 +2,10 @@
 
 A *site* is a point in the forward pass where activations may be perturbed: the network input,
 and the output of every conv/linear, BN, ReLU and max-pool layer, ending with the logits. Sites
-are numbered in forward order; the paper's results are keyed by that index.
+are numbered in forward order; the paper's results are keyed by that index. That rule is
+:data:`SITE_LAYER_KINDS` (which layer types carry a site, and its kind), used both by the model
+builder (:mod:`models.builder`) and by :func:`noise.inject` for any torch model; a site's
+kind is one of :data:`SITE_KINDS`.
 
 The YAML ``noise_settings`` dict places noise on sites:
 
@@ -27,21 +30,46 @@ from .config import (FLOAT32_MAX, NoiseConfig, check_finite_float32,
                      parse_noise_config, validate_repetition)
 from .operator import NoiseOperator
 
-__all__ = ["NoiseSite", "resolve_site_configs", "resolve_repetitions", "configure",
-           "validate_noise_settings", "NOISE_SETTINGS_KEYS", "LAYER_MAPPED_KEYS"]
+__all__ = ["NoiseSite", "SITE_KINDS", "SITE_LAYER_KINDS", "SITE_LAYER_TYPES", "layer_site_kind",
+           "resolve_site_configs", "resolve_repetitions", "configure", "validate_noise_settings",
+           "NOISE_SETTINGS_KEYS", "LAYER_MAPPED_KEYS"]
 
 NOISE_SETTINGS_KEYS = ("default", "layer_wise", "layer_mapped")
 LAYER_MAPPED_KEYS = ("noise_type", "std_map", "std_multiplication_factor", "re_normalize_mapping",
                      "std_key_name", "noise_op_kwargs")
 REPETITION_KEYS = ("global", "layer_wise_mapped")
 
+#: The kinds of site: the network input, the output of a conv, linear (``fc``), batch-norm,
+#: ReLU or max-pool layer, and the logits (the output of the network's last linear layer).
+SITE_KINDS = ("input", "conv", "fc", "bn", "relu", "maxpool", "logits")
+
+#: The layer types whose output is a site, with the kind of that site.
+SITE_LAYER_KINDS: dict[type[nn.Module], str] = {
+    nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv", nn.Linear: "fc",
+    nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn", nn.ReLU: "relu",
+    nn.MaxPool1d: "maxpool", nn.MaxPool2d: "maxpool", nn.MaxPool3d: "maxpool",
+}
+#: The same types as a tuple (for ``isinstance``; the default of :func:`noise.inject`).
+SITE_LAYER_TYPES: tuple[type[nn.Module], ...] = tuple(SITE_LAYER_KINDS)
+
+
+def layer_site_kind(layer: nn.Module) -> str | None:
+    """The kind of the site after ``layer`` (subclasses count), None for a layer without one
+    (``Flatten``, ``Dropout``, a container, ...)."""
+    for layer_type, kind in SITE_LAYER_KINDS.items():
+        if isinstance(layer, layer_type):
+            return kind
+    return None
+
 
 @dataclass(frozen=True)
 class NoiseSite:
-    """One site: its forward-order ``index``, readable ``name`` (``'5:conv2'``) and operator."""
+    """One site: its forward-order ``index``, readable ``name`` (``'5:conv2'``), ``kind`` (one
+    of :data:`SITE_KINDS` for the model families) and operator."""
 
     index: int
     name: str
+    kind: str
     operator: NoiseOperator
 
     @property
@@ -75,15 +103,21 @@ def _site_index(key: Any, n_sites: int, what: str) -> int:
     return idx
 
 
+def _section(value: Any, what: str, allowed: Sequence[str]) -> dict:
+    """A config section as a dict (None: empty); ValueError naming an unknown key."""
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a dict with keys {list(allowed)} or null, "
+                         f"got {value!r}")
+    section = dict(value or {})
+    unknown = set(map(str, section)) - set(allowed)
+    if unknown:
+        raise ValueError(f"{what}: unknown key {sorted(unknown)[0]!r}; allowed: {list(allowed)}")
+    return section
+
+
 def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, NoiseConfig]:
     what = "noise_settings.layer_mapped"
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"{what} must be a dict with keys {list(LAYER_MAPPED_KEYS)} or null, "
-                         f"got {spec!r}")
-    unknown = set(map(str, spec)) - set(LAYER_MAPPED_KEYS)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ValueError(f"{what}: unknown key {key!r}; allowed keys: {list(LAYER_MAPPED_KEYS)}")
+    spec = _section(spec, what, LAYER_MAPPED_KEYS)
     std_map = spec.get("std_map")
     if isinstance(std_map, Sequence) and not isinstance(std_map, str):
         if len(std_map) != n_sites:
@@ -135,14 +169,7 @@ def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, No
 def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
                          n_sites: int) -> list[NoiseConfig]:
     """The noise config of every site, in site order (see the module docstring)."""
-    if noise_settings is not None and not isinstance(noise_settings, Mapping):
-        raise ValueError(f"noise_settings must be a dict with keys {list(NOISE_SETTINGS_KEYS)}, "
-                         f"got {noise_settings!r}")
-    noise_settings = dict(noise_settings or {})
-    unknown = set(noise_settings) - set(NOISE_SETTINGS_KEYS)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ValueError(f"noise_settings: unknown key {key!r}; allowed: {list(NOISE_SETTINGS_KEYS)}")
+    noise_settings = _section(noise_settings, "noise_settings", NOISE_SETTINGS_KEYS)
     try:
         default = parse_noise_config(noise_settings.get("default"))
     except ValueError as err:
@@ -172,14 +199,7 @@ def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
 
 def resolve_repetitions(repetition_config: Mapping[str, Any] | None, n_sites: int) -> list[int]:
     """Repetition R of every site from a ``repetition_config`` dict."""
-    if repetition_config is not None and not isinstance(repetition_config, Mapping):
-        raise ValueError(f"repetition_config must be a dict with keys {list(REPETITION_KEYS)} "
-                         f"or null, got {repetition_config!r}")
-    repetition_config = dict(repetition_config or {})
-    unknown = set(repetition_config) - set(REPETITION_KEYS)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ValueError(f"repetition_config: unknown key {key!r}; allowed: {list(REPETITION_KEYS)}")
+    repetition_config = _section(repetition_config, "repetition_config", REPETITION_KEYS)
     glob = repetition_config.get("global")
     glob = 1 if glob is None else validate_repetition(glob, "repetition_config.global")
     reps = [glob] * n_sites

@@ -1,13 +1,17 @@
 """Model families: site tables of DESIGN.md, noise locality, repetition in every family."""
 import copy
+from collections import OrderedDict
 
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import noise
-from models import MODEL_FAMILIES, build_model, model_site_names
+from models import MODEL_FAMILIES, build_model, model_site_kinds, model_site_names
 from noise import speed
+from noise.operator import NoiseOperator
+from noise.placement import SITE_KINDS
 
 LENET5 = ["0:input", "1:conv1", "2:relu1", "3:pool1", "4:conv2", "5:relu2", "6:pool2", "7:fc1",
           "8:relu3", "9:fc2", "10:relu4", "11:logits"]
@@ -49,6 +53,59 @@ def test_site_tables_match_design(model_class, conf_name, names):
         assert got == names
     assert [s.index for s in net.noise_sites] == list(range(len(got)))
     assert model_site_names(cfg(model_class, conf_name)) == got
+
+
+def test_site_kinds_follow_the_site_table_without_a_regex():
+    assert model_site_kinds(cfg("LeNet", "LeNet5-BN")) == [
+        "input", "conv", "bn", "relu", "maxpool", "conv", "bn", "relu", "maxpool",
+        "fc", "bn", "relu", "fc", "bn", "relu", "logits"]
+    # a silent BN has no site, so no kind either
+    assert model_site_kinds(cfg("LeNet", "LeNet5-BN-noNoise")) == [
+        "input", "conv", "relu", "maxpool", "conv", "relu", "maxpool", "fc", "relu", "fc",
+        "relu", "logits"]
+    for model_class, confs in MODEL_FAMILIES.items():
+        for conf_name in confs:
+            kinds = model_site_kinds(cfg(model_class, conf_name))
+            assert len(kinds) == len(model_site_names(cfg(model_class, conf_name))), conf_name
+            assert kinds[0] == "input" and kinds[-1] == "logits", conf_name
+            assert set(kinds) <= set(SITE_KINDS), conf_name
+
+
+def _as_plain_sequential(net):
+    """The layers of a built network without its noise operators, as a plain nn.Sequential of
+    torch's own layer types (the builder's max-pool is a subclass with a fast path)."""
+    layers = OrderedDict()
+    for name, layer in net.named_children():
+        if isinstance(layer, NoiseOperator):
+            continue
+        if isinstance(layer, nn.MaxPool2d):
+            layer = nn.MaxPool2d(layer.kernel_size)
+        layers[name] = copy.deepcopy(layer)
+    return nn.Sequential(layers)
+
+
+@pytest.mark.parametrize("model_class, conf_name", [
+    ("LeNet", "LeNet5"), ("LeNet", "LeNet5-BN"), ("MLP", "RL_TFC"), ("MLP", "RL_TFC-noBN"),
+    ("CNN_HE", "CNN-S-BN")])
+def test_a_built_network_and_its_layers_injected_get_the_same_sites(model_class, conf_name):
+    shape = input_shape(model_class, conf_name)
+    built = build_model(cfg(model_class, conf_name), None, shape, 10).eval()
+    injected = noise.inject(_as_plain_sequential(built), input_shape=shape).eval()
+    assert [s.name for s in injected.noise_sites] == [s.name for s in built.noise_sites]
+    assert [s.kind for s in injected.noise_sites] == [s.kind for s in built.noise_sites] \
+        == model_site_kinds(cfg(model_class, conf_name))
+    assert len(injected.noise_sites) == len(model_site_names(cfg(model_class, conf_name)))
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        clean = built(x)
+        assert torch.equal(injected(x), clean)
+    # the same noise placed by site index lands at the same layer: the same output
+    settings = {"layer_wise": {"layer_index": 3, "noise_type": "GaussMul", "GaussStd": 0.0,
+                               "GaussMean": 2.0}}
+    noise.configure(built, settings), noise.configure(injected, settings)
+    with torch.no_grad():
+        assert not torch.allclose(built(x), clean)
+        assert torch.allclose(injected(x), built(x))
 
 
 def test_cnn_he_bn_has_eleven_sites_and_expected_shapes():
@@ -195,6 +252,17 @@ def test_resnet18_injection_site_list_is_forward_ordered_and_deterministic():
     assert names[21:24] == ["21:layer2.0.bn2", "22:layer2.0.downsample.0",
                             "23:layer2.0.downsample.1"]
     assert names[-1] == "59:fc"
+
+
+def test_injected_sites_have_the_kind_of_their_layer_type_and_the_last_fc_is_the_logits():
+    kinds = [s.kind for s in noise.inject(_resnet(), input_shape=(3, 32, 32)).noise_sites]
+    assert kinds[:5] == ["input", "conv", "bn", "relu", "maxpool"] and kinds[-1] == "logits"
+    assert [kinds.count(k) for k in ("conv", "bn", "relu", "maxpool", "fc")] == [20, 20, 17, 1, 0]
+    # a layer type given in layer_types beyond the site rule: its class name
+    net = noise.inject(nn.Sequential(nn.Linear(4, 4), nn.Dropout(), nn.ReLU()), input_shape=(4,),
+                       layer_types=(nn.Linear, nn.Dropout))
+    assert [s.kind for s in net.noise_sites] == ["input", "fc", "dropout"]
+    assert [s.name for s in net.noise_sites] == ["0:input", "1:0", "2:1"]
 
 
 def test_resnet18_injection_with_no_noise_is_bit_identical_and_keeps_parameters():
