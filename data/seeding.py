@@ -3,6 +3,10 @@
 A training epoch draws its shuffling and augmentation from ``epoch_generator(seed, epoch)``
 alone, so epoch k is the same whether or not epochs 0..k-1 ran in this process (this is what
 makes a resumed run reproduce an uninterrupted one).
+
+Initialisation and noise draw from torch's global generator instead, reseeded by the engine
+from its own scheme (``util.engine.seeding``: SHA-256 of named parts); see there why there
+are two.
 """
 from __future__ import annotations
 

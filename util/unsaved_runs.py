@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .cluster import REPO_ROOT, artifact_root
+from .engine.experiment import HISTORY_KEYS
 
 log = logging.getLogger(__name__)
 
 UNSAVED_DIRNAME = "unsaved_runs"
 PATTERN = "sacred_mongo_fail_*.pickle"
-#: The per-epoch result lists train.py also logs as sacred metrics (`<section>.<metric>`).
-METRIC_NAMES = ("training.loss", "training.accuracy", "validation.loss", "validation.accuracy",
-                "test.loss", "test.accuracy")
 
 
 def unsaved_dir(config: dict | None = None, db_collection: str | None = None) -> Path:
@@ -172,7 +170,7 @@ def _restore_metrics(db, entry: dict) -> int:
     listed = {m.get("name"): m.get("id") for m in info.get("metrics", []) if isinstance(m, dict)}
     stop = _stop_time(entry) or datetime.datetime.utcnow()
     restored = 0
-    for name in METRIC_NAMES:
+    for name in HISTORY_KEYS:  # the per-epoch result lists, also logged as sacred metrics
         section, metric = name.split(".")
         values = (result.get(section) or {}).get(metric) if isinstance(result, dict) else None
         if not isinstance(values, list) or not values:

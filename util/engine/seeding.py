@@ -3,7 +3,9 @@ named parts, so that an epoch, an evaluation or one walk evaluation computes the
 whether or not anything ran before it in this process.
 
 The data pipeline's shuffling and augmentation draw from their own generators
-(:mod:`data.seeding`).
+(:mod:`data.seeding`), seeded by another scheme (numpy's ``SeedSequence`` of integer keys).
+The two cannot become one: neither function's numbers can be computed from the other's, so
+either change would change every trained model while its training hash stays the same.
 """
 from __future__ import annotations
 
