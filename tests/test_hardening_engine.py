@@ -426,3 +426,22 @@ def test_last_pt_left_unverifiable_by_a_kill_is_pointed_again_before_final(mnist
     assert again["epochs_run"] == 0 and again["checkpoint_source"] == "epoch_checkpoint"
     assert verify(ckpt_dir / "last.pt") and verify(ckpt_dir / "final.pt")
     assert again["final"] == first["final"]
+
+
+def test_a_row_of_non_finite_logits_predicts_nothing_in_every_loop():
+    """torch's argmax of a NaN row is the NaN's class; a sample without finite logits must count
+    as wrong in training, evaluation and the walk alike (one rule: correct_predictions)."""
+    from util.engine.loops import correct_predictions, evaluate
+    nan = float("nan")
+    logits = torch.tensor([[nan, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, float("inf"), 0.0],
+                           [0.0, 0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 2])
+    assert int((logits.argmax(1) == y).sum()) == 4  # what a bare argmax counts
+    assert int(correct_predictions(logits, y)) == 2
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return logits[x.long()]
+
+    loss, acc = evaluate(Fixed(), [(torch.arange(4), y)], torch.nn.CrossEntropyLoss())
+    assert acc == 50.0

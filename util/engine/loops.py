@@ -15,7 +15,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["best_device", "clamp_weights", "train_epoch", "evaluate", "non_finite"]
+__all__ = ["best_device", "clamp_weights", "train_epoch", "evaluate", "non_finite",
+           "correct_predictions"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -59,6 +60,13 @@ def non_finite(loss: float, model: nn.Module) -> str | None:
     return None
 
 
+def correct_predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many rows of ``logits`` predict their label ``y``. A row that is not all finite (a
+    diverged model, a float32 overflow under huge noise) predicts nothing, so it is wrong:
+    the argmax of a NaN row would otherwise pick the NaN's class."""
+    return ((logits.argmax(1) == y) & torch.isfinite(logits).all(1)).sum()
+
+
 def _progress(iterable, desc: str, enabled: bool):
     if not enabled:
         return iterable
@@ -83,7 +91,7 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
         if clamp is not None:
             clamp_weights(model, *clamp)
         loss_sum = loss_sum.to(loss.device) + loss.detach().double() * y.shape[0]
-        correct = correct.to(y.device) + (out.detach().argmax(1) == y).sum()
+        correct = correct.to(y.device) + correct_predictions(out.detach(), y)
         n += y.shape[0]
     if n == 0:
         raise RuntimeError("the training loader yielded no batches")
@@ -101,7 +109,7 @@ def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, *,
     for x, y in _progress(loader, desc, progress):
         out = model(x)
         batch_loss = criterion(out, y).double() * y.shape[0]
-        batch_correct = (out.argmax(1) == y).sum()
+        batch_correct = correct_predictions(out, y)
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct = batch_correct if correct is None else correct + batch_correct
         n += y.shape[0]

@@ -36,6 +36,7 @@ from ..artifacts import atomic_write_bytes, safe_path
 from ..cluster import artifact_root
 from ..config import ConfigError, WalkSettings, config_hash, validate_config
 from .experiment import build_result, obtain_trained_model, prepare
+from .loops import correct_predictions
 from .midpoint import midpoint
 from .seeding import seed_torch
 
@@ -102,7 +103,7 @@ class SiteEvaluator:
             outs = ((self.model(xc), yc) for xc, yc in self._chunks())
         for out, yc in outs:
             loss_sum += self.criterion(out, yc).item() * yc.shape[0]
-            correct += (out.argmax(1) == yc).sum().item()
+            correct += correct_predictions(out, yc).item()
             n += yc.shape[0]
         return 100.0 * correct / n, loss_sum / n
 
@@ -147,7 +148,7 @@ class SiteEvaluator:
             outs = self._suffix(torch.cat(noisy)).split(yc.shape[0])
             for i, out in enumerate(outs):
                 loss_sum[i] += self.criterion(out, yc).item() * yc.shape[0]
-                correct[i] += (out.argmax(1) == yc).sum().item()
+                correct[i] += correct_predictions(out, yc).item()
             n += yc.shape[0]
         return [(100.0 * c / n, ls / n) for c, ls in zip(correct, loss_sum)]
 
