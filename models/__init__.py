@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from noise.placement import configure
+from noise.config import NoiseConfig
+from noise.placement import configure, resolve_repetitions, resolve_site_configs
 
 from . import cnn_he, lenet, mlp, vgg  # noqa: F401  (they register their families)
-from .builder import ModelConf, SiteNetwork, build_network, site_names
+from .builder import ModelConf, SiteNetwork, build_network, site_kinds, site_names
 from .registry import MODEL_FAMILIES, get_conf, register_family
 
-__all__ = ["build_model", "model_site_names", "parse_model_config", "MODEL_FAMILIES",
-           "ModelConf", "SiteNetwork", "register_family", "get_conf"]
+__all__ = ["build_model", "build_model_from", "model_site_names", "model_site_kinds",
+           "parse_model_config", "MODEL_FAMILIES", "ModelConf", "SiteNetwork", "register_family",
+           "get_conf"]
 
 MODEL_SUBKEYS = ("conf_name", "repetition_config")
 
@@ -48,6 +50,13 @@ def model_site_names(model: Mapping[str, Any]) -> list[str]:
     return site_names(get_conf(model_class, conf_name))
 
 
+def model_site_kinds(model: Mapping[str, Any]) -> list[str]:
+    """The kind of every site of the configured model, in site order, without building it:
+    ``'input'``, ``'conv'``, ``'fc'``, ``'bn'``, ``'relu'``, ``'maxpool'`` or ``'logits'``."""
+    model_class, conf_name, _ = parse_model_config(model)
+    return site_kinds(get_conf(model_class, conf_name))
+
+
 def build_model(model: Mapping[str, Any], noise_settings: Mapping[str, Any] | None,
                 input_shape: Sequence[int], num_classes: int) -> SiteNetwork:
     """Build the model of a config-schema ``model`` dict with its noise sites configured.
@@ -56,12 +65,18 @@ def build_model(model: Mapping[str, Any], noise_settings: Mapping[str, Any] | No
     noise and repetition is validated before the network is built.
     """
     model_class, conf_name, repetition_config = parse_model_config(model)
-    conf = get_conf(model_class, conf_name)
-    n_sites = len(site_names(conf))
+    n_sites = len(site_names(get_conf(model_class, conf_name)))
     # validate first, so that bad settings fail before any weights are allocated
-    from noise.placement import resolve_repetitions, resolve_site_configs
-    configs = resolve_site_configs(noise_settings, n_sites)
-    repetitions = resolve_repetitions(repetition_config, n_sites)
-    net = build_network(conf, input_shape, num_classes)
+    return build_model_from(model_class, conf_name, resolve_site_configs(noise_settings, n_sites),
+                            resolve_repetitions(repetition_config, n_sites), input_shape,
+                            num_classes)
+
+
+def build_model_from(model_class: str, conf_name: str, site_configs: Sequence[NoiseConfig],
+                     repetitions: Sequence[int], input_shape: Sequence[int],
+                     num_classes: int) -> SiteNetwork:
+    """Build ``model_class``/``conf_name`` with the already resolved noise and repetition of
+    every site (what :func:`util.config.validate_config` resolved from a config)."""
+    net = build_network(get_conf(model_class, conf_name), input_shape, num_classes)
     net.model_class, net.conf_name = model_class, conf_name
-    return configure(net, configs=configs, repetitions=repetitions)
+    return configure(net, configs=site_configs, repetitions=repetitions)

@@ -3,8 +3,11 @@
 
 train.py wires this into sacred/seml; the walk command and the tests call it too.
 
-Checkpoints and the lookup of a trained model: :mod:`util.engine.checkpoints`. A ``final.pt`` that fails its checksum is reported (a warning and the result's
-``replaced_corrupt_checkpoint``) and written again from the epoch checkpoints, or by training.
+The config arrives validated and resolved (:class:`util.config.ValidatedConfig`): every step
+here reads its typed fields. Checkpoints and the lookup of a trained model:
+:mod:`util.engine.checkpoints`. A ``final.pt`` that fails its checksum is reported (a warning
+and the result's ``replaced_corrupt_checkpoint``) and written again from the epoch
+checkpoints, or by training.
 
 Divergence: after every epoch the mean training loss and every parameter and buffer are checked;
 when one is non-finite (possible at huge training noise) training stops, and that epoch's
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 from data import DatasetNotFoundError, get_dataset
-from models import build_model
+from models import build_model_from
 from noise.fast_rng import generator_name
 
 from ..artifacts import load_torch, save_torch, verify
@@ -99,23 +102,24 @@ def _match_slurm_cpus() -> None:
 
 
 def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> Prepared:
+    """Validate ``config`` (unless its validated ``vc`` is given), load its data and build its
+    model on its device."""
     _match_slurm_cpus()
     vc = vc or validate_config(config)
-    cfg = vc.config
-    device = best_device(cfg.get("device", "auto"))
-    d = cfg["data"]
-    dataset = get_dataset(d["dataset"], data_root(d.get("root")), batch_size=d["batch_size"],
-                          download=d.get("download", True), val_split=d.get("val_split"))
+    device = best_device(vc.device)
+    d = vc.data
+    dataset = get_dataset(d.dataset, data_root(d.root), batch_size=d.batch_size,
+                          download=d.download, val_split=d.val_split)
     dataset.prepare()
     seed_torch(vc.train_seed, "init")
-    model = build_model(cfg["model"], cfg.get("noise_settings"), dataset.dims,
-                        dataset.num_classes).to(device)
+    model = build_model_from(vc.model_class, vc.conf_name, vc.site_configs, vc.repetitions,
+                             dataset.dims, dataset.num_classes).to(device)
     weight = None
-    if cfg["model"].get("weight_criterion") and getattr(dataset, "class_weights", None) is not None:
+    if vc.model.weight_criterion and getattr(dataset, "class_weights", None) is not None:
         weight = torch.as_tensor(dataset.class_weights, dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight)
     h = training_hash(vc)
-    ckpt_dir = artifact_root(cfg.get("artifact_root")) / "checkpoints" / h
+    ckpt_dir = artifact_root(vc.artifact_root) / "checkpoints" / h
     return Prepared(vc, dataset, model, device, criterion, h, ckpt_dir)
 
 
@@ -124,15 +128,14 @@ def check_locations(vc: ValidatedConfig) -> None:
     must: the artifact root, and the data root when the dataset still has to be downloaded.
     Raises :class:`util.cluster.LocationError` (or ``ConfigError`` for a relative path that
     leaves the repository root)."""
-    cfg = vc.config
-    ensure_writable_dir(artifact_root(cfg.get("artifact_root")), "artifact_root")
-    d = cfg["data"]
-    root = data_root(d.get("root"))
-    if not d.get("download", True):
+    ensure_writable_dir(artifact_root(vc.artifact_root), "artifact_root")
+    d = vc.data
+    root = data_root(d.root)
+    if not d.download:
         return
     try:
-        present = get_dataset(d["dataset"], root, batch_size=d["batch_size"], download=False,
-                              val_split=d.get("val_split"))
+        present = get_dataset(d.dataset, root, batch_size=d.batch_size, download=False,
+                              val_split=d.val_split)
         present.prepare()  # with download=False: only looks for the files
     except DatasetNotFoundError:
         ensure_writable_dir(root, "data.root")
@@ -147,11 +150,10 @@ def _empty_history() -> dict[str, list[float]]:
 def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
           ) -> TrainOutcome:
     """Train (resuming from ``last.pt`` if present); write ``last.pt`` each epoch, ``final.pt``."""
-    cfg = p.vc.config
-    epochs = int(cfg["general"]["num_epochs"])
-    optimizer = torch.optim.Adam(p.model.parameters(), lr=float(cfg["optimizer"]["lr"]))
+    epochs = p.vc.general.num_epochs
+    optimizer = torch.optim.Adam(p.model.parameters(), lr=p.vc.optimizer.lr)
     scheduler = None
-    if str(cfg["optimizer"].get("lr_scheduler")) == "CosineAnnealingLR":
+    if p.vc.optimizer.lr_scheduler == "CosineAnnealingLR":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history, start, own, diverged = _empty_history(), 0, True, None
     my_eval = eval_noise_hash(p.vc)

@@ -286,7 +286,7 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
                       "eval_split": vc.walk.eval_split}
-    out_dir = safe_path(artifact_root(vc.config.get("artifact_root")),
+    out_dir = safe_path(artifact_root(vc.artifact_root),
                         f"walks/{config_hash(vc.config)}")
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"} for r in walked["evaluations"]])
     csv = atomic_write_bytes(out_dir / "evaluations.csv", df.to_csv(index=False).encode())

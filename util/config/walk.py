@@ -1,0 +1,194 @@
+"""The walk section (``train.py walk``, or ``walk.enabled`` under seml): its keys, and the
+validated :class:`WalkSettings` the sweep of :mod:`util.engine.walk` takes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from noise.config import NOISE_TYPES, NoiseConfig, parse_noise_config
+
+from .keys import (ConfigError, Key, boolean, check_unknown, count, defaults_of, one_of,
+                   optional, real, resolve_keys)
+
+__all__ = ["WALK_KEYS", "WALK_DEFAULTS", "WalkSettings", "parse_walk", "default_sigmas"]
+
+SEARCHES = ("grid", "midpoint")
+SPLITS = ("validation", "test")
+WALKABLE = tuple(sorted(set(NOISE_TYPES) - {"NoNoise"}))
+
+
+def default_sigmas() -> list[float]:
+    """4 per decade over [1e-2, 1e3]."""
+    return [float(10 ** (e / 4)) for e in range(-8, 13)]
+
+
+def _noise_type(path: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in WALKABLE:
+        raise ConfigError(f"{path} {value!r} is not a noise type with a σ to walk; "
+                          f"allowed: {list(WALKABLE)}")
+    return value
+
+
+def _sigma(path: str, value: Any) -> float:
+    """A finite number that fits float32 (σ values are drawn in float32)."""
+    return real()(path, value)
+
+
+def _sigmas(path: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{path} must be a non-empty list of σ >= 0, got {value!r}")
+    sigmas = tuple(_sigma(f"{path}[{i}]", s) for i, s in enumerate(value))
+    if any(not s >= 0 for s in sigmas):
+        raise ConfigError(f"{path} must all be >= 0, got {list(sigmas)}")
+    return sigmas
+
+
+def _sigma_key(path: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{path} must be a key of walk.noise_type or null, got {value!r}")
+    return value
+
+
+def _params(path: str, value: Any) -> dict:
+    if value is not None and not (isinstance(value, Mapping)
+                                  and all(isinstance(k, str) for k in value)):
+        raise ConfigError(f"{path} must be a dict of walk.noise_type's keys (e.g. "
+                          f"{{StdRatio: 0.5}}) or null, got {value!r}")
+    return dict(value or {})
+
+
+def _sites(path: str, value: Any) -> tuple[int, ...]:
+    """Site indices (their range is checked against the model by :func:`parse_walk`)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{path} must be a list of site indices or null, got {value!r}")
+    for s in value:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ConfigError(f"{path}: site {s!r} is not a site index")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{path} lists a site twice: {list(value)}")
+    return tuple(value)
+
+
+def _sigma_range(path: str, value: Any) -> tuple[float, float]:
+    wrong = f"{path} must be [low, high] with 0 < low < high, got {value!r}"
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(wrong)
+    lo, hi = (_sigma(f"{path}[{i}]", v) for i, v in enumerate(value))
+    if not 0 < lo < hi:
+        raise ConfigError(wrong)
+    return lo, hi
+
+
+def _tolerance(path: str, value: Any) -> float:
+    value = _sigma(path, value)
+    if value <= 0:
+        raise ConfigError(f"{path} must be > 0 (the bisection's stop width in decades of σ), "
+                          f"got {value!r}")
+    return value
+
+
+def _batch_evals(path: str, value: Any) -> int | str:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{path} must be 'auto' or an integer >= 1, got {value!r}")
+    return value
+
+
+#: The walk section, key by key (none of them shapes the trained model).
+WALK_KEYS = (
+    Key("walk.enabled", False, boolean, False,
+        "under seml: run the walking sweep instead of a plain run"),
+    Key("walk.noise_type", "GaussAdd", _noise_type, False,
+        "the noise type walked through the sites"),
+    Key("walk.sigmas", None, optional(_sigmas), False,
+        "σ values of the grid search; null: 4 per decade over [1e-2, 1e3]"),
+    Key("walk.sigma_key", None, _sigma_key, False,
+        "the noise type's key that σ sets; null: GaussStd, or StdAmplitude for GaussCombined"),
+    Key("walk.params", {}, _params, False,
+        "the noise type's other keys (e.g. {StdRatio: 0.5})"),
+    Key("walk.repeats", 1, count, False, "evaluations per site and σ (each with its own noise)"),
+    Key("walk.sites", None, optional(_sites), False, "site indices to walk; null: every site"),
+    Key("walk.search", "grid", one_of(SEARCHES, "is unknown"), False,
+        "grid (every σ of sigmas), or midpoint (bracketing and bisection in log σ)"),
+    Key("walk.sigma_range", [1e-2, 1e10], _sigma_range, False,
+        "the bracket [low, high] of the midpoint search"),
+    Key("walk.max_evals", 12, count, False, "σ values per site in the midpoint search"),
+    Key("walk.tolerance_decades", 0.02, _tolerance, False,
+        "the midpoint search stops when its bracket is this narrow (decades of σ)"),
+    Key("walk.eval_split", "validation", one_of(SPLITS, "is not a split"), False,
+        "the split evaluated; test needs a separate test split (GSC2, or data.val_split set)"),
+    Key("walk.chunk_size", 256, count, False,
+        "samples per forward (small chunks stay in the CPU cache)"),
+    Key("walk.batch_evals", "auto", _batch_evals, False,
+        "evaluations of one site per suffix forward (grid search); auto: 1 on a CPU, 8 on a GPU"),
+)
+
+WALK_DEFAULTS: dict[str, Any] = defaults_of(WALK_KEYS, "walk.")
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    noise_type: str
+    sigma_key: str
+    params: dict
+    sigmas: tuple[float, ...]
+    repeats: int
+    sites: tuple[int, ...] | None
+    search: str
+    sigma_range: tuple[float, float]
+    max_evals: int
+    tolerance_decades: float
+    eval_split: str
+    chunk_size: int
+    batch_evals: int | str = "auto"
+
+    def evals_per_forward(self, device) -> int:
+        if self.batch_evals != "auto":
+            return int(self.batch_evals)
+        return 1 if torch.device(device).type == "cpu" else 8
+
+    def noise(self, sigma: float) -> NoiseConfig:
+        """The noise config of one evaluation (active in eval mode only)."""
+        return parse_noise_config({"noise_type": self.noise_type, **self.params,
+                                   self.sigma_key: sigma, "enable_in_training": False,
+                                   "enable_in_eval": True})
+
+
+def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | None = None,
+               has_test_split: bool = True) -> WalkSettings:
+    """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input.
+
+    ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
+    ``data.val_split``) decide whether ``eval_split: test`` is allowed.
+    """
+    if walk is not None and not isinstance(walk, Mapping):
+        raise ConfigError(f"walk must be a dict of walk settings, got {walk!r}")
+    walk = dict(walk or {})
+    check_unknown("walk", walk, WALK_DEFAULTS)
+    w = {path.rpartition(".")[2]: v
+         for path, v in resolve_keys({"walk": walk}, WALK_KEYS).items()}
+    if w["eval_split"] == "test" and not has_test_split:
+        raise ConfigError(f"walk.eval_split 'test': dataset {dataset} has no separate test split "
+                          "with this data.val_split (null: the official test split is the "
+                          "validation split); allowed: 'validation', or 'test' with "
+                          "data.val_split set")
+    if w["search"] == "midpoint" and w["max_evals"] < 3:
+        raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
+    for s in w["sites"] or ():
+        if not 0 <= s < n_sites:
+            raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
+                              f"{n_sites} sites (valid: 0..{n_sites - 1})")
+    sigma_key = w["sigma_key"] or ("StdAmplitude" if w["noise_type"] == "GaussCombined"
+                                   else "GaussStd")
+    sigmas = w["sigmas"] or _sigmas("walk.sigmas", default_sigmas())
+    settings = WalkSettings(w["noise_type"], sigma_key, w["params"], sigmas, w["repeats"],
+                            w["sites"], w["search"], w["sigma_range"], w["max_evals"],
+                            w["tolerance_decades"], w["eval_split"], w["chunk_size"],
+                            w["batch_evals"])
+    try:
+        for sigma in {*sigmas, *settings.sigma_range}:
+            settings.noise(sigma)
+    except ValueError as err:
+        raise ConfigError(f"walk (noise_type, sigma_key, params): {err}") from None
+    return settings
