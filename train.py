@@ -7,8 +7,9 @@
     python train.py -m HOST:PORT:DB with ...           # sacred's MongoDB observer
 
 Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
-runs go to the local run store ``runs/`` (sacred's FileStorageObserver). The work lives in
-the engine, :mod:`util.engine`; this file is the sacred wiring.
+runs go to the local run store ``runs/`` (sacred's FileStorageObserver: the option hook
+:func:`run_store` sets sacred's ``-F runs/``). The work lives in the engine, :mod:`util.engine`;
+this file is the sacred wiring.
 
 Before any observer starts (nothing is written, no data loaded) a run is refused with a message
 naming the setting: an invalid config, an artifact root, data root (when the dataset must be
@@ -27,6 +28,7 @@ import warnings
 # sacred imports pkg_resources, which warns on every start; nothing for a user to act on
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+from sacred.arg_parser import get_config_updates
 from sacred.observers import FileStorageObserver
 from sacred.utils import SacredError
 from seml import Experiment
@@ -45,7 +47,6 @@ from util.signals import interrupt_on_sigterm
 from util.unsaved_runs import collect_seml_stats, keep_unsaved_runs
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-log = logging.getLogger("walking-noise")
 
 # seml's resource statistics come from collect_seml_stats, which does not fail a finished run
 # when MongoDB is away; keep_unsaved_runs gives seml's MongoDB observer a folder to keep the
@@ -55,17 +56,19 @@ ex.add_config(copy.deepcopy(DEFAULT_CONFIG))
 ex.pre_run_hook(keep_unsaved_runs)
 ex.post_run_hook(collect_seml_stats)
 
+# sacred's run logger (the root logger's child named after the experiment), which logs the result
+log = logging.getLogger(ex.path)
 
-def _clean_config(config) -> dict:
-    return to_plain({k: v for k, v in dict(config).items()})
+
+def _short_result(record: logging.LogRecord) -> bool:
+    """sacred logs the whole result dict at the end of a run (a walk's has thousands of
+    evaluations) and has no setting for it: keep that line short; the result is stored in full."""
+    if isinstance(record.msg, str) and record.msg.startswith("Result: ") and len(record.msg) > 300:
+        record.msg, record.args = "Result: stored (%d characters)", (len(record.msg),)
+    return True
 
 
-@ex.capture
-def _open_sections(model, noise_settings, walk):
-    """Never called. These sections take keys beyond the embedded defaults (``model.MLP``,
-    ``noise_settings.default.GaussStd``, ``noise_settings.layer_wise.layer_index``, ...), which
-    sacred's and `seml add`'s "added new config entry" check rejects unless a captured function
-    takes the section; the config hook below validates them instead (unknown keys included)."""
+log.addFilter(_short_result)
 
 
 @ex.config_hook
@@ -74,7 +77,7 @@ def validate(config, command_name, logger):
     if command_name == "print_config":
         return {}
     try:
-        vc = validate_config(_clean_config(config), walk=True if command_name == "walk" else None)
+        vc = validate_config(to_plain(dict(config)), walk=True if command_name == "walk" else None)
         # A run checks where it will write; `seml add` resolves every config through this hook
         # too (with no logger), on the submitting machine, where the locations may differ.
         if command_name in ("main", "walk") and logger is not None:
@@ -86,15 +89,30 @@ def validate(config, command_name, logger):
     return {}
 
 
-_NO_RUN_COMMANDS = ("print_config", "print_dependencies", "save_config", "help")
+#: sacred's observer options (``-F``, ``-m``, ``-s``, ``-t``, ``-S``)
+OBSERVER_OPTIONS = ("--file_storage", "--mongo_db", "--sql", "--tiny_db", "--s3")
+
+
+def _observer_chosen(options) -> bool:
+    """Whether sacred's parsed command line names an observer: one of its observer options, or
+    seml's ``db_collection`` (seml then attaches its MongoDB observer)."""
+    updates, _ = get_config_updates(options.get("UPDATE") or [])
+    return any(options.get(flag) for flag in OBSERVER_OPTIONS) \
+        or updates.get("db_collection") is not None
 
 
 @ex.option_hook
-def check_run_store(options):
-    """The run store (``-F`` or the default ``runs/``) must be a folder this process can write
-    into; checked before sacred's observer creates the run (which would fail half-way)."""
-    if options.get("COMMAND") in _NO_RUN_COMMANDS or options.get("--unobserved"):
+def run_store(options):
+    """The local run store. A run from the command line (sacred's parsed options hold
+    ``COMMAND``) that chooses no observer (no observer option, no seml ``db_collection``) gets
+    sacred's ``-F runs/``; ``ex.run`` from Python keeps the observers its caller attached. The
+    run store must be a folder this process can write into: checked here, before sacred's
+    observer creates the run (which would fail half-way)."""
+    command = ex.commands.get(options.get("COMMAND") or ex.default_command)
+    if getattr(command, "unobserved", False) or options.get("--unobserved"):
         return
+    if "COMMAND" in options and not _observer_chosen(options):
+        options["--file_storage"] = str(DEFAULT_RUN_STORE)
     stores = [obs.basedir for obs in ex.observers if isinstance(obs, FileStorageObserver)]
     if options.get("--file_storage"):
         stores.append(options["--file_storage"])
@@ -105,28 +123,12 @@ def check_run_store(options):
             raise SacredError(f"unusable location: {err}", print_traceback=False) from None
 
 
-class _ShortResult(logging.Filter):
-    """sacred logs the whole result dict at the end of a run; a walk's has thousands of
-    evaluations. Keep that line short: the result itself is stored in full."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Result: ") \
-                and len(record.msg) > 300:
-            record.msg, record.args = "Result: stored (%d characters)", (len(record.msg),)
-        return True
-
-
-def _quiet_result_logging() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _ShortResult) for f in handler.filters):
-            handler.addFilter(_ShortResult())
-
-
-def _run_store(run) -> str | None:
+def _stored_in(run) -> str | os.PathLike:
+    """The run's local run store (where reuse looks for trained models)."""
     for obs in run.observers:
         if isinstance(obs, FileStorageObserver):
             return str(obs.basedir)
-    return None
+    return DEFAULT_RUN_STORE
 
 
 def _summary(result: dict, run) -> None:
@@ -143,15 +145,35 @@ def _summary(result: dict, run) -> None:
             log.info("run stored in %s", where)
 
 
-@ex.main
-def main(_config, _run, db_collection=None):
-    """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead."""
-    _quiet_result_logging()
-    config = _clean_config(_config)
-    if config["walk"].get("enabled"):
-        return walk(_config, _run, db_collection)
+def _walk(config, run, db_collection) -> dict:
+    """The walk of ``train.py walk`` and of a run with ``walk.enabled``: the sweep, its plot,
+    the σ_mid table (printed here, once)."""
     with interrupt_on_sigterm():
-        result = run_experiment(config, run_store=_run_store(_run) or DEFAULT_RUN_STORE,
+        result = run_walk(to_plain(dict(config)), run_store=_stored_in(run),
+                          db_collection=db_collection, log_metric=run.log_scalar,
+                          progress=True)
+    result["artifacts"].update(plot_walk(result))
+    _summary(result, run)
+    print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
+          f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
+          f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
+    for key in ("evaluations", "walk_plot_png"):
+        if key in result["artifacts"]:
+            log.info("%s: %s", key, result["artifacts"][key])
+    return result
+
+
+@ex.main
+def main(_config, _run, model, noise_settings, walk, db_collection=None):
+    """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead.
+
+    ``model``, ``noise_settings`` and ``walk`` are parameters so that sacred (and `seml add`)
+    accept keys beyond the embedded defaults in these sections (``model.MLP``,
+    ``noise_settings.layer_wise.GaussStd``, ...); the config hook validates them."""
+    if walk.get("enabled"):
+        return _walk(_config, _run, db_collection)
+    with interrupt_on_sigterm():
+        result = run_experiment(to_plain(dict(_config)), run_store=_stored_in(_run),
                                 db_collection=db_collection, log_metric=_run.log_scalar,
                                 progress=True)
     _summary(result, _run)
@@ -162,41 +184,10 @@ def main(_config, _run, db_collection=None):
 def walk(_config, _run, db_collection=None):
     """Walking sweep in one process: every site x sigma x repeat of the ``walk`` settings on the
     trained model of this config (reused, or trained first)."""
-    _quiet_result_logging()
-    with interrupt_on_sigterm():
-        result = run_walk(_clean_config(_config), run_store=_run_store(_run) or DEFAULT_RUN_STORE,
-                          db_collection=db_collection, log_metric=_run.log_scalar,
-                          progress=True)
-    result["artifacts"].update(plot_walk(result))
-    _summary(result, _run)
-    print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
-          f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
-          f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
-    for key in ("evaluations", "walk_plot_png"):
-        if key in result["artifacts"]:
-            log.info("%s: %s", key, result["artifacts"][key])
-    return result
-
-
-_OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-u", "--unobserved",
-                   "-s", "--sql", "-t", "--tiny_db", "-S", "--s3")
-
-
-def _wants_default_store(argv: list[str]) -> bool:
-    """True unless the command line chose an observer (or seml passes db_collection)."""
-    for arg in argv[1:]:
-        if arg.startswith("db_collection=") or any(
-                arg == f or arg.startswith(f + "=") or (f.startswith("-") and len(f) == 2
-                                                          and arg.startswith(f) and len(arg) > 2)
-                for f in _OBSERVER_FLAGS):
-            return False
-    return True
+    return _walk(_config, _run, db_collection)
 
 
 if __name__ == "__main__":
-    if _wants_default_store(sys.argv) and (len(sys.argv) < 2 or sys.argv[1] not in
-                                           _NO_RUN_COMMANDS):
-        ex.observers.append(FileStorageObserver(str(DEFAULT_RUN_STORE)))
     try:
         ex.run_commandline()
     except KeyboardInterrupt as err:  # sacred has marked the run INTERRUPTED
