@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import analysis_fixtures as F
-from analysis.cli import apply_where, main
+from analysis.cli import main
+from analysis.tables import apply_where
 from analysis.repetition import SCALINGS, repetition_plan
 from analysis.results import COLUMNS
 
@@ -155,6 +156,18 @@ def test_the_plan_yaml_expands_with_seml_and_every_experiment_validates(sweep, t
     assert {c["noise_settings"]["default"]["GaussStd"] for c in configs} == {0.1, 0.3}
     assert all(len(c["model"]["MLP"]["repetition_config"]["layer_wise_mapped"]) == 8
                for c in configs)
+
+
+def test_plan_sigmas_reach_the_seml_experiments_unrounded(sweep, tmp_path, capsys):
+    validate_configs = pytest.importorskip("util.validate_configs")
+    out_file = tmp_path / "plan.yaml"
+    code, _, _ = run(capsys, "plan", sweep.store, "--where", "enable_in_training=false",
+                     "--repeats", "1", "--scaling", "inverse_sqrt", "--budget", "2",
+                     "--sigma", "0.123456789", "--sigma", "1e-10", "--out", out_file)
+    assert code == 0
+    configs = [e.config for e in validate_configs.expand_file(out_file).experiments]
+    assert {c["noise_settings"]["default"]["GaussStd"] for c in configs} == {0.123456789,
+                                                                              1e-10}
 
 
 def test_plan_refuses_several_conditions_and_lists_them(sweep, tmp_path, capsys):
