@@ -3,7 +3,9 @@
 Training under multiplicative noise can push a layer's weights towards two values ±c
 ("self-binarisation"). :func:`binarisation_index` measures that per layer, and
 :func:`layer_weight_table` tabulates it with the other per-layer statistics, for comparing
-clean and noise-trained models (:func:`weight_tables`).
+clean and noise-trained models (:func:`weight_tables`); :func:`layer_weight_table_or_nan` gives
+a table of NaNs for a model whose training diverged. :func:`mean_abs_bn_gamma` and
+:func:`same_state` serve the reproduction's weight-clamping check.
 
 Only conv and linear weight tensors count: a ``<layer>.weight`` key whose tensor has two
 dimensions is a linear layer, three to five a conv layer. Batch-norm layers (whose keys have a
@@ -12,6 +14,7 @@ dimensions is a linear layer, three to five a conv layer. Batch-norm layers (who
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Mapping, Union
 
@@ -73,7 +76,7 @@ def _layer_kind(name: str, tensor: torch.Tensor, keys: set[str]) -> str | None:
     return None
 
 
-def _conv_linear(state: Mapping[str, torch.Tensor]):
+def conv_linear_weights(state: Mapping[str, torch.Tensor]):
     """Yield (layer name, kind, tensor) for each conv/linear weight, in state_dict order."""
     keys = set(state)
     for name, tensor in state.items():
@@ -89,7 +92,7 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
 def layer_weights(source: WeightSource) -> dict[str, np.ndarray]:
     """Flattened float64 weights of each conv/linear layer, in state_dict order, keyed by
     layer name (the key without ``.weight``)."""
-    return {layer: _flat(t) for layer, _, t in _conv_linear(load_state_dict(source))}
+    return {layer: _flat(t) for layer, _, t in conv_linear_weights(load_state_dict(source))}
 
 
 def binarisation_index(weights, threshold: float = BINARISATION_THRESHOLD) -> float:
@@ -125,7 +128,7 @@ def layer_weight_table(source: WeightSource) -> pd.DataFrame:
     """
     state = load_state_dict(source)
     rows = []
-    for layer, kind, tensor in _conv_linear(state):
+    for layer, kind, tensor in conv_linear_weights(state):
         w = _flat(tensor)
         rows.append({
             "layer": layer,
@@ -151,3 +154,34 @@ def weight_tables(sources: Mapping[str, WeightSource], label_col: str = "model")
               for label, src in sources.items()]
     table = pd.concat(frames, ignore_index=True)
     return table[[label_col] + TABLE_COLUMNS]
+
+
+def layer_weight_table_or_nan(source: WeightSource) -> pd.DataFrame:
+    """:func:`layer_weight_table`, or a table of NaNs when the weights are not finite (a run
+    that diverged)."""
+    try:
+        return layer_weight_table(source)
+    except ValueError as err:
+        if "NaN" not in str(err) and "infinite" not in str(err):
+            raise
+        state = load_state_dict(source)
+        rows = [{"layer": layer, "mean_abs": math.nan, "max_abs": math.nan,
+                 "binarisation_index": math.nan} for layer, _, _ in conv_linear_weights(state)]
+        log.warning("%s: weights are not finite (training diverged)",
+                    os.fspath(source) if isinstance(source, (str, os.PathLike)) else "a model")
+        return pd.DataFrame(rows)
+
+
+def mean_abs_bn_gamma(source: WeightSource) -> float:
+    """Mean |γ| over all batch-norm scale parameters (NaN for a model without BN)."""
+    state = load_state_dict(source)
+    gammas = [state[k].detach().abs().reshape(-1) for k in state
+              if k.endswith(".weight") and k[:-len("weight")] + "running_mean" in state]
+    return float(torch.cat(gammas).double().mean()) if gammas else math.nan
+
+
+def same_state(a: WeightSource, b: WeightSource) -> bool:
+    """True when two models (checkpoints or state_dicts) hold exactly the same parameters and
+    buffers."""
+    sa, sb = load_state_dict(a), load_state_dict(b)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.weights import (TABLE_COLUMNS, binarisation_index, layer_weight_table,
-                              layer_weights, load_state_dict, weight_tables)
+from analysis.weights import (TABLE_COLUMNS, binarisation_index, conv_linear_weights,
+                              layer_weight_table, layer_weight_table_or_nan, layer_weights,
+                              load_state_dict, mean_abs_bn_gamma, same_state, weight_tables)
 
 
 def small_net() -> nn.Module:
@@ -118,3 +119,34 @@ def test_bad_sources_raise_clear_errors(tmp_path):
         layer_weight_table(bn_only)
     with pytest.raises(ValueError, match="at least one model"):
         weight_tables({})
+
+
+def test_conv_linear_weights_skip_batch_norm_and_biases():
+    state = small_net().state_dict()
+    assert [(layer, kind) for layer, kind, _ in conv_linear_weights(state)] == \
+        [("0", "conv"), ("4", "linear"), ("6", "linear")]
+
+
+def test_a_diverged_model_gives_a_table_of_nans_with_its_layers():
+    state = small_net().state_dict()
+    assert layer_weight_table_or_nan(state)["mean_abs"].notna().all()
+    state["4.weight"][0, 0] = float("nan")
+    with pytest.raises(ValueError):
+        layer_weight_table(state)
+    table = layer_weight_table_or_nan(state)
+    assert list(table["layer"]) == ["0", "4", "6"]
+    assert table[["mean_abs", "max_abs", "binarisation_index"]].isna().all().all()
+
+
+def test_mean_abs_bn_gamma_and_same_state():
+    net = small_net()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([1.0, -2.0, 3.0, -4.0]))
+        net[5].weight.fill_(-0.5)
+    state = net.state_dict()
+    assert mean_abs_bn_gamma(state) == pytest.approx((1 + 2 + 3 + 4 + 10 * 0.5) / 14)
+    assert math.isnan(mean_abs_bn_gamma(nn.Linear(2, 2).state_dict()))
+    other = {k: v.clone() for k, v in state.items()}
+    assert same_state(state, other)
+    other["1.running_mean"][0] += 1e-6  # a buffer counts too
+    assert not same_state(state, other)

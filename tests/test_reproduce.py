@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from analysis.repetition import SCALINGS
-from analysis.reproduce import (SCALES, Reproduction, Scale, _sig, markdown_table, select_sites,
+from analysis.reproduce import (SCALES, Reproduction, Scale, markdown_table, select_sites,
                                 write_document)
+from analysis.reproduce.experiments import round_sig
 from learnable_fixtures import write_learnable_mnist
 
-LENET5_BN = ["0:input", "1:conv1", "2:bn1", "3:relu1", "4:pool1", "5:conv2", "6:bn2", "7:relu2",
-             "8:pool2", "9:fc1", "10:bn3", "11:relu3", "12:fc2", "13:bn4", "14:relu4",
-             "15:logits"]
+LENET5_BN = ["input", "conv", "bn", "relu", "maxpool", "conv", "bn", "relu", "maxpool", "fc",
+             "bn", "relu", "fc", "bn", "relu", "logits"]  # site kinds (models.model_site_kinds)
 
 TOY = Scale("toy", epochs=1, models=("RL_TFC-noBN", "LeNet5-BN"), walk_repeats=1,
             eval_repeats=2, walk_max_evals=6, sigma_range=(1e-2, 1e4), global_max_evals=5,
@@ -35,10 +35,20 @@ def test_site_selection_rules():
     assert select_sites(LENET5_BN, "computation") == [0, 1, 5, 9, 12, 15]
     assert select_sites(LENET5_BN, "alternate") == [0, 2, 4, 6, 8, 10, 12, 14, 15]
     assert select_sites(LENET5_BN, "ends") == [0, 8, 15]
-    mlp = ["0:input", "1:fc1", "2:relu1", "3:fc2", "4:relu2", "5:fc3", "6:relu3", "7:logits"]
+    mlp = ["input", "fc", "relu", "fc", "relu", "fc", "relu", "logits"]
     assert select_sites(mlp, "computation") == [0, 1, 3, 5, 7]
     with pytest.raises(ValueError, match="unknown site selection"):
         select_sites(mlp, "most")
+
+
+def test_site_selection_of_the_four_models_from_their_site_kinds():
+    from models import model_site_kinds
+    computation = {"LeNet5": [0, 1, 4, 7, 9, 11], "LeNet5-BN": [0, 1, 5, 9, 12, 15],
+                   "RL_TFC-noBN": [0, 1, 3, 5, 7], "RL_TFC": [0, 1, 4, 7, 10]}
+    for conf, expected in computation.items():
+        family = "LeNet" if conf.startswith("LeNet") else "MLP"
+        kinds = model_site_kinds({"model_class": family, family: {"conf_name": conf}})
+        assert select_sites(kinds, "computation") == expected
 
 
 def test_markdown_table_and_rounding():
@@ -47,7 +57,7 @@ def test_markdown_table_and_rounding():
     lines = text.split("\n")
     assert lines[0] == "| A | B | C |" and lines[1] == "|---|---|---|"
     assert lines[2] == "| 1 | 0.123 | yes |" and lines[3] == "| 2 | n/a | no |"
-    assert _sig(0.123456) == 0.123 and _sig(123456.0) == 123000.0
+    assert round_sig(0.123456) == 0.123 and round_sig(123456.0) == 123000.0
 
 
 def test_scales_are_ordered_by_cost():
@@ -117,7 +127,7 @@ def test_per_site_noisy_training_points(toy_run):
         assert sorted(set(rows["site"])) == sites
         for r in rows.itertuples():
             mid = d[(d["model"] == m) & (d["site"] == r.site)]["sigma_mid"].iloc[0]
-            assert r.sigma == pytest.approx(_sig(r.factor * mid))
+            assert r.sigma == pytest.approx(round_sig(r.factor * mid))
             assert r.gain_pp == pytest.approx(r.acc_noise_trained - r.acc_clean_trained)
             assert 0 <= r.acc_noise_trained <= 100 and r.mean_abs_w_ratio > 0
         level = (rep.clean_accuracy(m) + 10.0) / 2
@@ -135,7 +145,7 @@ def test_weight_clamping_and_additive_training_table(toy_run):
     for m in TOY.models:
         rows = bm[bm["model"] == m].set_index("variant")
         assert list(rows.index) == variants
-        sigma = _sig(rep.global_mid[m]["sigma_mid"])
+        sigma = round_sig(rep.global_mid[m]["sigma_mid"])
         assert rows.loc["GaussAdd-trained", "train_sigma"] == sigma
         assert rows.loc["clean", "train_sigma"] == 0
         assert (rows.loc[["clean, clamped", "GaussAdd-trained, clamped"], "max_abs_w"]
@@ -199,3 +209,16 @@ def test_second_run_reuses_every_model_and_reproduces_the_numbers(toy_run):
 def test_scale_replace_keeps_models_subset():
     s = replace(SCALES["small"], models=("RL_TFC",))
     assert s.models == ("RL_TFC",) and s.describe()["site_selection"]["MLP"] == "all"
+
+
+def test_python_dash_m_analysis_reproduce_keeps_its_options():
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "analysis.reproduce", "--help"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--scale {full,small,smoke}", "--out OUT", "--artifact-root", "--threads",
+                   "--device", "--models", "--verbose"):
+        assert option in proc.stdout
+    assert "(d) per-site profile" in proc.stdout  # the package docstring describes the claims
