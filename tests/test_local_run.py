@@ -12,6 +12,7 @@ import pytest
 
 from data_fixtures import write_idx_dataset
 from util import local_run
+from util.local_run.__main__ import train_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "experiment_configs" / "examples" / "tiny_mnist.yaml"
@@ -33,7 +34,7 @@ def local_settings(data_root, art):
 
 def run_main(args):
     out = io.StringIO()
-    code = local_run.main(["--no-progress", "-q", *args], out=out)
+    code = local_run.main(["--no-progress", "-q", *args], out=out, experiment=train_experiment)
     return code, out.getvalue()
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from data_fixtures import write_idx_dataset
 from util import local_run
+from util.local_run.__main__ import train_experiment
 from util.artifacts import load_torch, verify
 from util.config import config_hash
 from util.run_store import iter_runs
@@ -320,7 +321,7 @@ def mnist_root(tmp_path_factory):
 
 def run_main(args):
     out = io.StringIO()
-    code = local_run.main(["--no-progress", "-q", *args], out=out)
+    code = local_run.main(["--no-progress", "-q", *args], out=out, experiment=train_experiment)
     return code, out.getvalue()
 
 
@@ -351,7 +352,7 @@ def test_an_experiment_completed_by_another_runner_since_planning_is_not_run_aga
     stale = local_run.plan(yaml_file, store=store)  # this runner looked before the other ran
     code, _ = run_main([str(yaml_file), "-F", str(store), "--max", "1"])
     assert code == 0 and len(completed_runs(store)) == 1
-    outcomes, interrupted = local_run.run_plan(stale, progress=False)
+    outcomes, interrupted = local_run.run_plan(stale, train_experiment(), progress=False)
     assert not interrupted
     assert [o.status for o in outcomes] == ["completed elsewhere", "done"]
     runs = completed_runs(store)

@@ -15,7 +15,8 @@
    config).
 3. Runs noise-free-training experiments first (fully noise-free ones before eval-only ones),
    so that eval-only experiments find the trained model and only evaluate; then noisy training.
-4. Runs each through train.py's sacred experiment in this process, with sacred's
+4. Runs each through train.py's sacred experiment in this process (handed in by the command line,
+   :mod:`util.local_run.__main__`: this library never imports train.py), with sacred's
    FileStorageObserver on the run store (``runs/`` by default, the store train.py uses), so
    each run is stored exactly as ``python train.py -F <store> with ...`` would store it.
    In-process because a fresh interpreter per experiment costs seconds of imports, and values
@@ -57,14 +58,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence, TextIO
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence, TextIO
 
-from .cluster import REPO_ROOT, LocationError, ensure_writable_dir
-from .config import ConfigError, config_hash, validate_config
-from .config_paths import MISSING, matches_query, value_at
-from .run_store import DEFAULT_RUN_STORE, iter_runs
-from .signals import interrupt_on_sigterm
-from .validate_configs import Experiment, ExpansionError, Problem, expand_file, group_problems
+from ..cluster import LocationError, ensure_writable_dir
+from ..config import ConfigError, config_hash, validate_config
+from ..config_paths import MISSING, matches_query, value_at
+from ..run_store import DEFAULT_RUN_STORE, iter_runs
+from ..signals import interrupt_on_sigterm
+from ..validate_configs import Experiment, ExpansionError, Problem, expand_file, group_problems
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +200,6 @@ def claim(store: Path, h: str) -> Iterator[bool]:
         yield _try_lock(f)
 
 
-def _experiment():
-    """train.py's sacred experiment (the repository root made importable first)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import train
-    return train.ex
-
-
 def _free_memory() -> None:
     gc.collect()
     try:
@@ -223,8 +216,9 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"[:400]
 
 
-def run_plan(p: Plan, *, progress: bool = True) -> tuple[list[Outcome], bool]:
-    """Run ``p.to_run`` in order, each in train.py's experiment, stored in ``p.store``.
+def run_plan(p: Plan, experiment, *, progress: bool = True) -> tuple[list[Outcome], bool]:
+    """Run ``p.to_run`` in order, each in the sacred ``experiment`` (train.py's ``ex``), stored
+    in ``p.store``.
 
     Each experiment runs under its claim (:func:`claim`); one claimed by another runner, or
     completed by one since :func:`plan` looked, is not run (its outcome says so). Returns the
@@ -235,7 +229,7 @@ def run_plan(p: Plan, *, progress: bool = True) -> tuple[list[Outcome], bool]:
 
     if not p.to_run:
         return [], False
-    ex = _experiment()
+    ex = experiment
     observer = FileStorageObserver(str(p.store))
     ex.observers.append(observer)
     outcomes: list[Outcome] = []
@@ -323,7 +317,11 @@ def _print(lines: Iterable[str], out: TextIO) -> None:
         print(line, file=out)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, *,
+         experiment: Callable[[], Any]) -> int:
+    """The command line (``python -m util.local_run``, :mod:`util.local_run.__main__`);
+    ``experiment()`` gives the sacred experiment to run in (train.py's ``ex``), asked for only
+    when something runs."""
     out = out or sys.stdout
     parser = argparse.ArgumentParser(
         prog="python -m util.local_run",
@@ -376,14 +374,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         _print((f"  would run [{p.kind(e)}] {e.describe()}" for e in p.to_run), out)
         return 0
     if args.quiet:
-        _experiment()  # its import sets up seml's logging, which would undo this
+        ex = experiment()  # its import sets up seml's logging, which would undo this
         logging.getLogger().setLevel(logging.WARNING)
-    outcomes, interrupted = run_plan(p, progress=not args.no_progress)
+    else:
+        ex = experiment()
+    outcomes, interrupted = run_plan(p, ex, progress=not args.no_progress)
     _print(format_summary(p, outcomes, time.perf_counter() - t0, interrupted), out)
     if interrupted:
         return 130
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
