@@ -5,6 +5,7 @@
     python train.py print_config
     python train.py -F my_runs with ...               # another local run store
     python train.py -m HOST:PORT:DB with ...           # sacred's MongoDB observer
+    python train.py cohort with 'cohort.members=[{...}, {...}]'   # many members at once
 
 Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
 runs go to the local run store ``runs/`` (sacred's FileStorageObserver: the option hook
@@ -39,7 +40,9 @@ from seml import Experiment
 import data  # noqa: F401  (datasets: validation and runs)
 from analysis.plots import plot_walk
 from util.cluster import LocationError, ensure_writable_dir
-from util.config import DEFAULT_CONFIG, ConfigError, to_plain, validate_config
+from util.config import (COHORT_DEFAULTS, DEFAULT_CONFIG, ConfigError, parse_cohort, to_plain,
+                         validate_config)
+from util.engine.cohort import run_cohort, validate_members
 from util.engine.experiment import check_locations, run_experiment
 from util.engine.walk import format_sigma_mid_table, run_walk
 from util.run_store import DEFAULT_RUN_STORE
@@ -53,6 +56,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # run in if it cannot save it (see util/unsaved_runs.py).
 ex = Experiment(name="walking-noise", base_dir=ROOT, collect_stats=False)
 ex.add_config(copy.deepcopy(DEFAULT_CONFIG))
+# the cohort section (left out of config_hash at its defaults: run configs keep their hashes)
+ex.add_config({"cohort": copy.deepcopy(COHORT_DEFAULTS)})
 ex.pre_run_hook(keep_unsaved_runs)
 ex.post_run_hook(collect_seml_stats)
 
@@ -77,10 +82,16 @@ def validate(config, command_name, logger):
     if command_name == "print_config":
         return {}
     try:
-        vc = validate_config(to_plain(dict(config)), walk=True if command_name == "walk" else None)
+        plain = to_plain(dict(config))
+        vc = validate_config(plain, walk=True if command_name == "walk" else None)
+        if command_name == "cohort" or (command_name == "main"
+                                        and parse_cohort(plain.get("cohort"))["enabled"]):
+            for member in validate_members(plain):  # every member, before anything is written
+                if logger is not None:
+                    check_locations(member)
         # A run checks where it will write; `seml add` resolves every config through this hook
         # too (with no logger), on the submitting machine, where the locations may differ.
-        if command_name in ("main", "walk") and logger is not None:
+        if command_name in ("main", "walk", "cohort") and logger is not None:
             check_locations(vc)
     except ConfigError as err:
         raise SacredError(f"invalid config: {err}", print_traceback=False) from None
@@ -163,15 +174,39 @@ def _walk(config, run, db_collection) -> dict:
     return result
 
 
-@ex.main
-def main(_config, _run, model, noise_settings, walk, db_collection=None):
-    """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead.
+def _cohort(config, run, db_collection) -> dict:
+    """The cohort of ``train.py cohort`` and of a run with ``cohort.enabled``: train (or reuse)
+    every member; one line per member."""
+    with interrupt_on_sigterm():
+        result = run_cohort(to_plain(dict(config)), run_store=_stored_in(run),
+                            db_collection=db_collection, log_metric=run.log_scalar,
+                            progress=True)
+    members = to_plain(dict(config))["cohort"]["members"]
+    lines = []
+    for i, (member, r) in enumerate(zip(members, result["members"])):
+        how = "trained" if r["trained"] else f"reused ({r['checkpoint_source']})"
+        noise = {k: v for k, v in member.items() if k == "noise_settings"} or "base noise"
+        lines.append(f"  member {i}: {noise}: validation accuracy "
+                     f"{r['final']['validation_accuracy']:.2f}%, {how}")
+    c = result["cohort"]
+    print(f"\ncohort of {c['n_members']} members ({c['strategy']}, "
+          f"{len(c['members_trained'])} trained, {c['seconds']:.1f}s):\n" + "\n".join(lines)
+          + "\n", flush=True)
+    return result
 
-    ``model``, ``noise_settings`` and ``walk`` are parameters so that sacred (and `seml add`)
-    accept keys beyond the embedded defaults in these sections (``model.MLP``,
+
+@ex.main
+def main(_config, _run, model, noise_settings, walk, cohort, db_collection=None):
+    """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead;
+    with ``cohort.enabled``, the cohort of ``cohort.members``.
+
+    ``model``, ``noise_settings``, ``walk`` and ``cohort`` are parameters so that sacred (and
+    `seml add`) accept keys beyond the embedded defaults in these sections (``model.MLP``,
     ``noise_settings.layer_wise.GaussStd``, ...); the config hook validates them."""
     if walk.get("enabled"):
         return _walk(_config, _run, db_collection)
+    if parse_cohort(cohort)["enabled"]:
+        return _cohort(_config, _run, db_collection)
     with interrupt_on_sigterm():
         result = run_experiment(to_plain(dict(_config)), run_store=_stored_in(_run),
                                 db_collection=db_collection, log_metric=_run.log_scalar,
@@ -185,6 +220,13 @@ def walk(_config, _run, db_collection=None):
     """Walking sweep in one process: every site x sigma x repeat of the ``walk`` settings on the
     trained model of this config (reused, or trained first)."""
     return _walk(_config, _run, db_collection)
+
+
+@ex.command
+def cohort(_config, _run, db_collection=None):
+    """Cohort training in one process: every member of ``cohort.members`` (override dicts of
+    this config) trained on the same batches, each bit for bit its own single run."""
+    return _cohort(_config, _run, db_collection)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import yaml
 from data_fixtures import write_idx_dataset
 from models import MODEL_SUBKEYS, build_model, build_model_from
 from noise.placement import NOISE_SETTINGS_KEYS, REPETITION_KEYS
-from util.config import (DEFAULT_CONFIG, KEYS, WALK_DEFAULTS, WALK_KEYS, ConfigError,
+from util.config import (COHORT_KEYS, DEFAULT_CONFIG, KEYS, WALK_DEFAULTS, WALK_KEYS, ConfigError,
                          config_hash, eval_noise_hash, merged_with_defaults, training_hash,
                          validate_config)
 from util.config.schema import Data, General, Optimizer
@@ -26,7 +26,7 @@ from util.engine.experiment import run_experiment
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "data"
 HASHES = json.loads((FIXTURES / "config_hashes.json").read_text())
-ALL_KEYS = (*KEYS, *WALK_KEYS)
+ALL_KEYS = (*KEYS, *WALK_KEYS, *COHORT_KEYS)
 
 
 # ---- the documented schema is the declared one ----------------------------------------------
@@ -130,6 +130,7 @@ OTHER = {
     "walk.sites": [0, 3], "walk.search": "midpoint", "walk.sigma_range": [0.1, 10.0],
     "walk.max_evals": 5, "walk.tolerance_decades": 0.1, "walk.eval_split": "test",
     "walk.chunk_size": 64, "walk.batch_evals": 2,
+    "cohort.enabled": True, "cohort.members": [{"general": {"repeat_number": 1}}],
 }
 
 
@@ -141,7 +142,7 @@ def with_value(path, value):
     *sections, name = path.split(".")
     node = config
     for s in sections:
-        node = node[s]
+        node = node.setdefault(s, {})  # (the cohort section is not in the defaults)
     node[name] = value
     return config
 

@@ -6,6 +6,7 @@ typed object, and the hashes that find checkpoints (docs/config.md lists every k
 ``schema``             the config's keys, ``DEFAULT_CONFIG``, :func:`validate_config` and the
                        typed :class:`ValidatedConfig` every later step takes
 ``walk``               the walk section's keys and :class:`WalkSettings`
+``cohort``             the cohort section's keys and the configs of its members
 ``hashing``            ``config_hash``, ``training_hash``, ``eval_noise_hash``
 =====================  ========================================================================
 
@@ -13,6 +14,7 @@ typed object, and the hashes that find checkpoints (docs/config.md lists every k
 validator and the local runner all use: it raises :class:`ConfigError` naming the key and the
 allowed values, before anything runs or is written.
 """
+from .cohort import COHORT_DEFAULTS, COHORT_KEYS, member_configs, parse_cohort
 from .hashing import config_hash, eval_noise_hash, training_hash
 from .keys import ConfigError, Key, to_plain
 from .schema import (BOOKKEEPING_KEYS, DEFAULT_CONFIG, KEYS, ValidatedConfig, deep_update,
@@ -22,4 +24,5 @@ from .walk import WALK_DEFAULTS, WALK_KEYS, WalkSettings, parse_walk
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "validate_config", "config_hash", "training_hash",
            "eval_noise_hash", "WALK_DEFAULTS", "WalkSettings", "parse_walk",
            "strip_bookkeeping", "to_plain", "ValidatedConfig", "BOOKKEEPING_KEYS",
-           "merged_with_defaults", "deep_update", "KEYS", "WALK_KEYS", "Key"]
+           "merged_with_defaults", "deep_update", "KEYS", "WALK_KEYS", "Key",
+           "COHORT_KEYS", "COHORT_DEFAULTS", "parse_cohort", "member_configs"]

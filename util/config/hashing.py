@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from noise.config import noise_config_to_dict
 
+from .cohort import is_default
 from .keys import to_plain
 from .schema import KEYS, SEED_KEYS, ValidatedConfig, strip_bookkeeping
 
@@ -40,8 +41,12 @@ def _hash(obj: Any) -> str:
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """Hash of the whole config without sacred/seml bookkeeping keys."""
-    return _hash(_canonical_numbers(to_plain(strip_bookkeeping(config))))
+    """Hash of the whole config without sacred/seml bookkeeping keys (and without a cohort
+    section at its defaults: configs made before it existed keep their hashes)."""
+    config = strip_bookkeeping(config)
+    if "cohort" in config and is_default(config["cohort"]):
+        del config["cohort"]
+    return _hash(_canonical_numbers(to_plain(config)))
 
 
 def training_hash(vc: ValidatedConfig) -> str:

@@ -17,7 +17,7 @@ from noise.config import check_finite_float32
 from ..config_paths import MISSING, value_at
 
 __all__ = ["ConfigError", "Key", "Check", "integer", "count", "real", "one_of", "boolean",
-           "optional", "defaults_of", "check_unknown", "resolve_keys", "to_plain"]
+           "optional", "defaults_of", "check_unknown", "resolve_keys", "to_plain", "deep_update"]
 
 
 class ConfigError(ValueError):
@@ -169,3 +169,13 @@ def to_plain(value: Any) -> Any:
     if hasattr(value, "item"):  # 0-d numpy / torch
         return to_plain(value.item())
     return value
+
+
+def deep_update(dst: dict, src: Mapping[str, Any]) -> dict:
+    """``dst`` updated in place with ``src``, section by section (copies of ``src``'s values)."""
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst

@@ -23,8 +23,9 @@ from noise.placement import resolve_repetitions, resolve_site_configs
 
 from ..cluster import LocationError, resolve_location
 from ..config_paths import MISSING, value_at
-from .keys import (ConfigError, Key, boolean, check_unknown, defaults_of, integer,
+from .keys import (ConfigError, Key, boolean, check_unknown, deep_update, defaults_of, integer,
                    one_of, optional, real, resolve_keys, to_plain)
+from .cohort import parse_cohort
 from .walk import WALK_KEYS, WalkSettings, parse_walk
 
 __all__ = ["KEYS", "SEED_KEYS", "DEFAULT_CONFIG", "BOOKKEEPING_KEYS", "General", "Optimizer",
@@ -155,7 +156,9 @@ SEED_KEYS = ("general.repeat_number", "general.seed", "general.train_repeat_numb
 DEFAULT_CONFIG: dict[str, Any] = defaults_of((*KEYS, *WALK_KEYS))
 #: The sections whose keys this module declares (noise_settings' are its parser's).
 _SECTIONS = ("general", "optimizer", "data", "model")
-TOP_LEVEL_KEYS = tuple(DEFAULT_CONFIG) + BOOKKEEPING_KEYS
+#: ``cohort`` (:mod:`util.config.cohort`) is not in DEFAULT_CONFIG: configs without it keep
+#: their hashes.
+TOP_LEVEL_KEYS = (*DEFAULT_CONFIG, "cohort") + BOOKKEEPING_KEYS
 
 
 # ---- the typed config -------------------------------------------------------------------------
@@ -305,6 +308,7 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     model = Model(model_class, values["model.criterion"], values["model.weight_criterion"],
                   conf_name, repetitions, names)
 
+    parse_cohort(config.get("cohort"))
     walk_section = config.get("walk")
     if walk_section is not None and not isinstance(walk_section, Mapping):
         raise ConfigError(f"walk must be a dict of walk settings or null, got {walk_section!r}")
@@ -324,16 +328,6 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
 
 def strip_bookkeeping(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}
-
-
-def deep_update(dst: dict, src: Mapping[str, Any]) -> dict:
-    """``dst`` updated in place with ``src``, section by section (copies of ``src``'s values)."""
-    for k, v in src.items():
-        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
-            deep_update(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
-    return dst
 
 
 def merged_with_defaults(updates: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 ``seeding``            torch's generator reseeded from named parts (epochs, evaluations, walks)
 ``loops``              training and evaluation loops, device choice, clamping, divergence check
 ``checkpoints``        per-epoch checkpoints, the training lock, finding a model trained before
-``experiment``         one run: prepare, reuse or train (resuming), evaluate, the result dict
+``experiment``         one run: prepare, reuse or train (resuming), evaluate, the result dict;
+                       :func:`~util.engine.experiment.run_epoch`, the one epoch of every run
+``cohort``             many configs on the same batches, each bit for bit its single run
 ``midpoint``           σ_mid of one walking-noise curve (pure math; :mod:`analysis` uses it too)
 ``walk``               the walking sweep on one trained model, and the bisection for σ_mid
 =====================  ========================================================================

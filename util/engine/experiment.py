@@ -1,7 +1,11 @@
 """What one experiment does, independent of sacred: validate, load data, build, reuse or train
 (resuming from the last epoch checkpoint), evaluate, and return the result dict.
 
-train.py wires this into sacred/seml; the walk command and the tests call it too.
+train.py wires this into sacred/seml; the walk command and the tests call it too. An epoch is
+:func:`run_epoch` (train on the epoch's batches, divergence check, evaluation, history, epoch
+checkpoint), between :func:`begin_training` (optimizer, resume) and :func:`finish_training`
+(``final.pt``): a single run and every member of a cohort (:mod:`util.engine.cohort`) train
+through this same code.
 
 The config arrives validated and resolved (:class:`util.config.ValidatedConfig`): every step
 here reads its typed fields. Checkpoints and the lookup of a trained model:
@@ -101,16 +105,23 @@ def _match_slurm_cpus() -> None:
         log.info("SLURM_CPUS_PER_TASK=%s: torch uses %s threads", cpus, cpus)
 
 
-def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None) -> Prepared:
-    """Validate ``config`` (unless its validated ``vc`` is given), load its data and build its
-    model on its device."""
-    _match_slurm_cpus()
-    vc = vc or validate_config(config)
-    device = best_device(vc.device)
+def load_dataset(vc: ValidatedConfig):
+    """The prepared dataset of a validated config."""
     d = vc.data
     dataset = get_dataset(d.dataset, data_root(d.root), batch_size=d.batch_size,
                           download=d.download, val_split=d.val_split)
     dataset.prepare()
+    return dataset
+
+
+def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None,
+            dataset: Any = None) -> Prepared:
+    """Validate ``config`` (unless its validated ``vc`` is given), load its data (unless the
+    prepared ``dataset`` is given: a cohort loads it once) and build its model on its device."""
+    _match_slurm_cpus()
+    vc = vc or validate_config(config)
+    device = best_device(vc.device)
+    dataset = dataset if dataset is not None else load_dataset(vc)
     seed_torch(vc.train_seed, "init")
     model = build_model_from(vc.model_class, vc.conf_name, vc.site_configs, vc.repetitions,
                              dataset.dims, dataset.num_classes).to(device)
@@ -147,9 +158,34 @@ def _empty_history() -> dict[str, list[float]]:
     return {k: [] for k in HISTORY_KEYS}
 
 
-def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
-          ) -> TrainOutcome:
-    """Train (resuming from ``last.pt`` if present); write ``last.pt`` each epoch, ``final.pt``."""
+@dataclass
+class Training:
+    """One model's training in progress: what :func:`run_epoch` advances by one epoch (a
+    single run and every member of a cohort go through the same code)."""
+
+    p: Prepared
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    history: dict[str, list[float]]
+    #: epochs already in the model (resumed from an epoch checkpoint, else 0)
+    start: int
+    own: bool
+    diverged: dict | None
+    my_eval: str
+    generator: str | None
+    test_loader: Any
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """No epoch left to run: all trained, or stopped by divergence."""
+        return self.diverged is not None or \
+            self.start + len(self.epoch_seconds) >= self.p.vc.general.num_epochs
+
+
+def begin_training(p: Prepared) -> Training:
+    """The optimizer and scheduler of ``p``'s model, resumed from its newest epoch checkpoint
+    if there is one (weights clamped first when starting from scratch)."""
     epochs = p.vc.general.num_epochs
     optimizer = torch.optim.Adam(p.model.parameters(), lr=p.vc.optimizer.lr)
     scheduler = None
@@ -177,55 +213,78 @@ def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool
     clamp = p.vc.weight_clamping
     if clamp is not None and start == 0:
         clamp_weights(p.model, *clamp)
-    test_loader = p.dataset.test_loader(p.device)
-    epoch_seconds = []
-    for epoch in range(start, epochs if diverged is None else start):
-        t0 = time.perf_counter()
-        seed_torch(p.vc.train_seed, "train", epoch)
-        loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.train_seed)
-        tr_loss, tr_acc = train_epoch(p.model, loader, optimizer, p.criterion, clamp=clamp,
-                                      progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
-        if scheduler is not None:
-            scheduler.step()
-        what = non_finite(tr_loss, p.model)
-        if what is not None:
-            diverged = {"epoch": epoch + 1, "what": what}
-            log.warning("training diverged in epoch %d/%d: the %s became non-finite; stopping "
-                        "(the checkpoint and the result are marked 'diverged')",
-                        epoch + 1, epochs, "training loss" if what == "loss" else "weights")
-        seed_torch(p.vc.seed, "eval", epoch)
-        va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
-        values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
-                  "validation.loss": va_loss, "validation.accuracy": va_acc}
-        if test_loader is not None:
-            te_loss, te_acc = evaluate(p.model, test_loader, p.criterion)
-            values.update({"test.loss": te_loss, "test.accuracy": te_acc})
-        for k, v in values.items():
-            history[k].append(v)
-            if log_metric is not None:
-                log_metric(k, v, epoch)
-        epoch_seconds.append(time.perf_counter() - t0)
-        log.info("epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% (%.1fs)",
-                 epoch + 1, epochs, tr_loss, tr_acc, va_loss, va_acc, epoch_seconds[-1])
-        save_epoch_checkpoint(p.checkpoint_dir, epoch + 1, {
-            "epoch": epoch + 1, "training_hash": p.training_hash,
-            "model_state": p.model.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict() if scheduler else None,
-            "history": history, "config": p.vc.config,
-            "eval_noise_hash": my_eval if own else None,
-            "diverged": diverged, "noise_generator": generator})
-        if diverged is not None:
-            break
+    return Training(p, optimizer, scheduler, history, start, own, diverged, my_eval, generator,
+                    p.dataset.test_loader(p.device))
+
+
+def run_epoch(t: Training, epoch: int, batches, *, log_metric: MetricLogger | None = None,
+              progress: bool = True, t0: float | None = None) -> None:
+    """Epoch ``epoch`` (0-based) of ``t`` on ``batches`` (that epoch's training batches):
+    train, check for divergence, evaluate, record the history, write the epoch checkpoint.
+    ``t0``: when the epoch's work began (default: now)."""
+    p, epochs = t.p, t.p.vc.general.num_epochs
+    t0 = time.perf_counter() if t0 is None else t0
+    seed_torch(p.vc.train_seed, "train", epoch)
+    tr_loss, tr_acc = train_epoch(p.model, batches, t.optimizer, p.criterion,
+                                  clamp=p.vc.weight_clamping, progress=progress,
+                                  desc=f"epoch {epoch + 1}/{epochs}")
+    if t.scheduler is not None:
+        t.scheduler.step()
+    what = non_finite(tr_loss, p.model)
+    if what is not None:
+        t.diverged = {"epoch": epoch + 1, "what": what}
+        log.warning("training diverged in epoch %d/%d: the %s became non-finite; stopping "
+                    "(the checkpoint and the result are marked 'diverged')",
+                    epoch + 1, epochs, "training loss" if what == "loss" else "weights")
+    seed_torch(p.vc.seed, "eval", epoch)
+    va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
+    values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
+              "validation.loss": va_loss, "validation.accuracy": va_acc}
+    if t.test_loader is not None:
+        te_loss, te_acc = evaluate(p.model, t.test_loader, p.criterion)
+        values.update({"test.loss": te_loss, "test.accuracy": te_acc})
+    for k, v in values.items():
+        t.history[k].append(v)
+        if log_metric is not None:
+            log_metric(k, v, epoch)
+    t.epoch_seconds.append(time.perf_counter() - t0)
+    log.info("epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% (%.1fs)",
+             epoch + 1, epochs, tr_loss, tr_acc, va_loss, va_acc, t.epoch_seconds[-1])
+    save_epoch_checkpoint(p.checkpoint_dir, epoch + 1, {
+        "epoch": epoch + 1, "training_hash": p.training_hash,
+        "model_state": p.model.state_dict(), "optimizer_state": t.optimizer.state_dict(),
+        "scheduler_state": t.scheduler.state_dict() if t.scheduler else None,
+        "history": t.history, "config": p.vc.config,
+        "eval_noise_hash": t.my_eval if t.own else None,
+        "diverged": t.diverged, "noise_generator": t.generator})
+
+
+def finish_training(t: Training) -> TrainOutcome:
+    """Write ``final.pt`` from the newest epoch checkpoint; the outcome of the training."""
+    p = t.p
     latest = latest_checkpoint(p.checkpoint_dir)
     if latest.name != "last.pt" and not verify(p.checkpoint_dir / "last.pt"):
         point_last_at(p.checkpoint_dir, latest)  # a kill came between last.pt's two renames
     state = load_torch(latest, map_location="cpu")
     final = save_torch(state, p.checkpoint_dir.parent, f"{p.training_hash}/final.pt")
-    ran = bool(epoch_seconds)
+    ran = bool(t.epoch_seconds)
     return TrainOutcome.from_state(state, trained=ran, checkpoint=str(final),
                                    source="trained" if ran else "epoch_checkpoint",
-                                   resumed_from_epoch=start, epoch_seconds=epoch_seconds,
-                                   history_is_own=own)
+                                   resumed_from_epoch=t.start, epoch_seconds=t.epoch_seconds,
+                                   history_is_own=t.own)
+
+
+def train(p: Prepared, *, log_metric: MetricLogger | None = None, progress: bool = True
+          ) -> TrainOutcome:
+    """Train (resuming from ``last.pt`` if present); write ``last.pt`` each epoch, ``final.pt``."""
+    t = begin_training(p)
+    epoch = t.start
+    while not t.done:
+        t0 = time.perf_counter()
+        loader = p.dataset.train_loader(p.device, epoch=epoch, seed=p.vc.train_seed)
+        run_epoch(t, epoch, loader, log_metric=log_metric, progress=progress, t0=t0)
+        epoch += 1
+    return finish_training(t)
 
 
 def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
@@ -272,6 +331,14 @@ def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=N
     p = prepare(config, vc=vc)
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
                                    log_metric=log_metric, progress=progress)
+    return result_of(p, outcome, t0, log_metric=log_metric)
+
+
+def result_of(p: Prepared, outcome: TrainOutcome, t0: float, *,
+              log_metric: MetricLogger | None = None) -> dict[str, Any]:
+    """The result dict of ``p`` with its trained model (``outcome``), evaluating it under
+    ``p``'s evaluation noise where its history was not measured so; ``t0``: when the run
+    began."""
     history = {k: list(v) for k, v in outcome.history.items()}
     if not outcome.trained or not outcome.history_is_own:
         # the model was trained (at least in part) by another config or run: evaluate it under
