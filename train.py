@@ -40,8 +40,7 @@ from seml import Experiment
 import data  # noqa: F401  (datasets: validation and runs)
 from analysis.plots import plot_walk
 from util.cluster import LocationError, ensure_writable_dir
-from util.config import (COHORT_DEFAULTS, DEFAULT_CONFIG, ConfigError, parse_cohort, to_plain,
-                         validate_config)
+from util.config import DEFAULT_CONFIG, ConfigError, parse_cohort, to_plain, validate_config
 from util.engine.cohort import run_cohort, validate_members
 from util.engine.experiment import check_locations, run_experiment
 from util.engine.walk import format_sigma_mid_table, run_walk
@@ -56,8 +55,6 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # run in if it cannot save it (see util/unsaved_runs.py).
 ex = Experiment(name="walking-noise", base_dir=ROOT, collect_stats=False)
 ex.add_config(copy.deepcopy(DEFAULT_CONFIG))
-# the cohort section (left out of config_hash at its defaults: run configs keep their hashes)
-ex.add_config({"cohort": copy.deepcopy(COHORT_DEFAULTS)})
 ex.pre_run_hook(keep_unsaved_runs)
 ex.post_run_hook(collect_seml_stats)
 

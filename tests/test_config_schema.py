@@ -17,7 +17,7 @@ import yaml
 from data_fixtures import write_idx_dataset
 from models import MODEL_SUBKEYS, build_model, build_model_from
 from noise.placement import NOISE_SETTINGS_KEYS, REPETITION_KEYS
-from util.config import (COHORT_KEYS, DEFAULT_CONFIG, KEYS, WALK_DEFAULTS, WALK_KEYS, ConfigError,
+from util.config import (COHORT_DEFAULTS, COHORT_KEYS, DEFAULT_CONFIG, KEYS, WALK_DEFAULTS, WALK_KEYS, ConfigError,
                          config_hash, eval_noise_hash, merged_with_defaults, training_hash,
                          validate_config)
 from util.config.schema import Data, General, Optimizer
@@ -64,7 +64,10 @@ def test_the_doc_table_reader_sees_a_changed_default():
 # ---- defaults and unknown keys are derived from the declaration ------------------------------
 
 def test_default_config_is_the_declared_defaults_and_what_it_was_before():
-    assert json.dumps(DEFAULT_CONFIG) == json.dumps(HASHES["default_config"])  # order too
+    # what it was before, order too, plus the cohort section added after it (at the end)
+    before = {k: v for k, v in DEFAULT_CONFIG.items() if k != "cohort"}
+    assert json.dumps(before) == json.dumps(HASHES["default_config"])
+    assert list(DEFAULT_CONFIG)[-1] == "cohort" and DEFAULT_CONFIG["cohort"] == COHORT_DEFAULTS
     assert WALK_DEFAULTS == DEFAULT_CONFIG["walk"] == {k.name: k.default for k in WALK_KEYS}
     for key in KEYS:
         node = DEFAULT_CONFIG
@@ -142,7 +145,7 @@ def with_value(path, value):
     *sections, name = path.split(".")
     node = config
     for s in sections:
-        node = node.setdefault(s, {})  # (the cohort section is not in the defaults)
+        node = node.setdefault(s, {})
     node[name] = value
     return config
 

@@ -25,7 +25,7 @@ from ..cluster import LocationError, resolve_location
 from ..config_paths import MISSING, value_at
 from .keys import (ConfigError, Key, boolean, check_unknown, deep_update, defaults_of, integer,
                    one_of, optional, real, resolve_keys, to_plain)
-from .cohort import parse_cohort
+from .cohort import COHORT_KEYS, parse_cohort
 from .walk import WALK_KEYS, WalkSettings, parse_walk
 
 __all__ = ["KEYS", "SEED_KEYS", "DEFAULT_CONFIG", "BOOKKEEPING_KEYS", "General", "Optimizer",
@@ -153,12 +153,12 @@ KEYS = (
 #: The keys that seed a run; the training hash holds the seed they resolve to (``train_seed``).
 SEED_KEYS = ("general.repeat_number", "general.seed", "general.train_repeat_number")
 
-DEFAULT_CONFIG: dict[str, Any] = defaults_of((*KEYS, *WALK_KEYS))
+#: Every section's defaults; the ``cohort`` section (:mod:`util.config.cohort`) is left out of
+#: :func:`util.config.config_hash` at its defaults, so configs from before it keep their hashes.
+DEFAULT_CONFIG: dict[str, Any] = defaults_of((*KEYS, *WALK_KEYS, *COHORT_KEYS))
 #: The sections whose keys this module declares (noise_settings' are its parser's).
 _SECTIONS = ("general", "optimizer", "data", "model")
-#: ``cohort`` (:mod:`util.config.cohort`) is not in DEFAULT_CONFIG: configs without it keep
-#: their hashes.
-TOP_LEVEL_KEYS = (*DEFAULT_CONFIG, "cohort") + BOOKKEEPING_KEYS
+TOP_LEVEL_KEYS = (*DEFAULT_CONFIG,) + BOOKKEEPING_KEYS
 
 
 # ---- the typed config -------------------------------------------------------------------------
