@@ -134,6 +134,7 @@ OTHER = {
     "walk.max_evals": 5, "walk.tolerance_decades": 0.1, "walk.eval_split": "test",
     "walk.chunk_size": 64, "walk.batch_evals": 2,
     "cohort.enabled": True, "cohort.members": [{"general": {"repeat_number": 1}}],
+    "cohort.strategy": "vectorised", "cohort.max_members": 8,
 }
 
 

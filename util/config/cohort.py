@@ -11,9 +11,18 @@ import copy
 from typing import Any, Mapping
 
 from .keys import (ConfigError, Key, boolean, check_unknown, deep_update, defaults_of,
-                   resolve_keys, to_plain)
+                   one_of, resolve_keys, to_plain)
 
-__all__ = ["COHORT_KEYS", "COHORT_DEFAULTS", "parse_cohort", "member_configs"]
+__all__ = ["COHORT_KEYS", "COHORT_DEFAULTS", "STRATEGIES", "parse_cohort", "member_configs"]
+
+#: How a cohort trains its members (util.engine.cohort): ``auto`` picks per device and model
+STRATEGIES = ("auto", "member-serial", "vectorised")
+
+
+def _max_members(path: str, value: Any) -> int | str:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{path} must be 'auto' or an integer >= 1, got {value!r}")
+    return value
 
 
 def _members(path: str, value: Any) -> list[dict] | None:
@@ -36,6 +45,12 @@ COHORT_KEYS = (
         "under seml: train the cohort of cohort.members instead of a plain run"),
     Key("cohort.members", None, _members, False,
         "the members: a list of override dicts, each deep-merged into this config"),
+    Key("cohort.strategy", "auto", one_of(STRATEGIES, "is not a cohort strategy"), False,
+        "member-serial (each member in turn on the shared batches), vectorised (all members "
+        "as one network per step), or auto (the faster one measured for this device and model)"),
+    Key("cohort.max_members", "auto", _max_members, False,
+        "members trained as one vectorised network at a time; auto: as many as fit in free "
+        "memory"),
 )
 
 COHORT_DEFAULTS: dict[str, Any] = defaults_of(COHORT_KEYS, "cohort.")
@@ -53,7 +68,11 @@ def parse_cohort(section: Any) -> dict[str, Any]:
 
 def is_default(section: Any) -> bool:
     """Whether a config's cohort section (None: absent) is at its defaults."""
-    return section is None or to_plain(section) == COHORT_DEFAULTS
+    if section is None:
+        return True
+    section = to_plain(section)
+    # a key left out is at its default (sections written before a key was added keep hashes)
+    return isinstance(section, dict) and {**COHORT_DEFAULTS, **section} == COHORT_DEFAULTS
 
 
 def member_configs(config: Mapping[str, Any], members: list[Mapping[str, Any]] | None = None
