@@ -45,6 +45,7 @@ from ..config import (ValidatedConfig, config_hash, eval_noise_hash, training_ha
 from .checkpoints import (find_trained_checkpoint, latest_checkpoint, point_last_at,
                           save_epoch_checkpoint, training_lock)
 from .loops import best_device, clamp_weights, evaluate, non_finite, train_epoch
+from .precomputed import take_precomputed
 from .seeding import seed_torch
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,11 @@ def obtain_trained_model(p: Prepared, *, run_store=None, db_collection=None,
 def run_experiment(config: Mapping[str, Any], *, run_store=None, db_collection=None,
                    log_metric: MetricLogger | None = None, progress: bool = True,
                    vc: ValidatedConfig | None = None) -> dict[str, Any]:
-    """Run one experiment end to end and return the result dict (see docs/results.md)."""
+    """Run one experiment end to end and return the result dict (see docs/results.md); a
+    result handed over for this config (:mod:`util.engine.precomputed`) is returned as it is."""
+    ready = take_precomputed(config, log_metric)
+    if ready is not None:  # computed before this run started (a local runner's cohort)
+        return ready
     t0 = time.perf_counter()
     p = prepare(config, vc=vc)
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
