@@ -21,6 +21,7 @@ from util.config import (COHORT_DEFAULTS, COHORT_KEYS, DEFAULT_CONFIG, KEYS, WAL
                          config_hash, eval_noise_hash, merged_with_defaults, training_hash,
                          validate_config)
 from util.config.schema import Data, General, Optimizer
+from util.config.walk import LATE_KEYS
 from util.engine.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +65,12 @@ def test_the_doc_table_reader_sees_a_changed_default():
 # ---- defaults and unknown keys are derived from the declaration ------------------------------
 
 def test_default_config_is_the_declared_defaults_and_what_it_was_before():
-    # what it was before, order too, plus the cohort section added after it (at the end)
+    # what it was before, order too, plus the cohort section added after it (at the end) and
+    # the walk keys declared later (at the walk section's end; config_hash leaves them out at
+    # their defaults)
     before = {k: v for k, v in DEFAULT_CONFIG.items() if k != "cohort"}
+    assert list(before["walk"])[-len(LATE_KEYS):] == list(LATE_KEYS)
+    before["walk"] = {k: v for k, v in before["walk"].items() if k not in LATE_KEYS}
     assert json.dumps(before) == json.dumps(HASHES["default_config"])
     assert list(DEFAULT_CONFIG)[-1] == "cohort" and DEFAULT_CONFIG["cohort"] == COHORT_DEFAULTS
     assert WALK_DEFAULTS == DEFAULT_CONFIG["walk"] == {k.name: k.default for k in WALK_KEYS}
@@ -133,13 +138,20 @@ OTHER = {
     "walk.sites": [0, 3], "walk.search": "midpoint", "walk.sigma_range": [0.1, 10.0],
     "walk.max_evals": 5, "walk.tolerance_decades": 0.1, "walk.eval_split": "test",
     "walk.chunk_size": 64, "walk.batch_evals": 2,
+    "walk.train": True, "walk.sigma_factors": [0.5, 2.0],
     "cohort.enabled": True, "cohort.members": [{"general": {"repeat_number": 1}}],
+    "cohort.grid": {"noise_type": "GaussMul", "sites": [1], "sigmas": [0.1, 1.0]},
     "cohort.strategy": "vectorised", "cohort.max_members": 8,
 }
 
 
+#: what a key's other value needs beside it (walk.sigma_factors sets the σ of noisy training)
+NEEDS = {"walk.eval_split": {"data": {"val_split": 0.2}},
+         "walk.sigma_factors": {"walk": {"train": True}}}
+
+
 def with_value(path, value):
-    base = {"data": {"val_split": 0.2}} if path == "walk.eval_split" else {}
+    base = NEEDS.get(path, {})
     if path == "model.model_class":
         return merged_with_defaults({**base, "model": value})
     config = merged_with_defaults(base)
@@ -157,7 +169,7 @@ def test_every_declared_key_has_another_value_to_test_with():
 
 @pytest.mark.parametrize("key", ALL_KEYS, ids=lambda k: k.path)
 def test_training_hash_changes_exactly_with_the_keys_declared_for_it(key):
-    base = {"data": {"val_split": 0.2}} if key.path == "walk.eval_split" else {}
+    base = NEEDS.get(key.path, {})
     before = training_hash(validate_config(merged_with_defaults(base), walk=True))
     if OTHER[key.path] is None:  # one allowed value: nothing else can reach the hash
         with pytest.raises(ConfigError, match=re.escape(key.path)):

@@ -16,6 +16,7 @@ from noise.config import noise_config_to_dict
 from .cohort import is_default
 from .keys import to_plain
 from .schema import KEYS, SEED_KEYS, ValidatedConfig, strip_bookkeeping
+from .walk import LATE_KEYS, WALK_DEFAULTS
 
 __all__ = ["config_hash", "training_hash", "eval_noise_hash"]
 
@@ -42,10 +43,15 @@ def _hash(obj: Any) -> str:
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """Hash of the whole config without sacred/seml bookkeeping keys (and without a cohort
-    section at its defaults: configs made before it existed keep their hashes)."""
+    section at its defaults, nor the walk keys declared later at theirs: configs made before
+    they existed keep their hashes)."""
     config = strip_bookkeeping(config)
     if "cohort" in config and is_default(config["cohort"]):
         del config["cohort"]
+    walk = config.get("walk")
+    if isinstance(walk, Mapping) and any(k in walk for k in LATE_KEYS):
+        config["walk"] = {k: v for k, v in walk.items()
+                          if not (k in LATE_KEYS and to_plain(v) == WALK_DEFAULTS[k])}
     return _hash(_canonical_numbers(to_plain(config)))
 
 

@@ -12,7 +12,9 @@ from noise.config import NOISE_TYPES, NoiseConfig, parse_noise_config
 from .keys import (ConfigError, Key, boolean, check_unknown, count, defaults_of, one_of,
                    optional, real, resolve_keys)
 
-__all__ = ["WALK_KEYS", "WALK_DEFAULTS", "WalkSettings", "parse_walk", "default_sigmas"]
+__all__ = ["WALK_KEYS", "WALK_DEFAULTS", "WalkSettings", "parse_walk", "default_sigmas",
+           "WALKABLE", "walkable_noise_type", "sigma_list", "site_list", "default_sigma_key",
+           "LATE_KEYS", "sigma_key_name", "noise_params"]
 
 SEARCHES = ("grid", "midpoint")
 SPLITS = ("validation", "test")
@@ -24,7 +26,13 @@ def default_sigmas() -> list[float]:
     return [float(10 ** (e / 4)) for e in range(-8, 13)]
 
 
-def _noise_type(path: str, value: Any) -> str:
+def default_sigma_key(noise_type: str) -> str:
+    """The key σ sets when none is named: ``StdAmplitude`` for ``GaussCombined``, else
+    ``GaussStd``."""
+    return "StdAmplitude" if noise_type == "GaussCombined" else "GaussStd"
+
+
+def walkable_noise_type(path: str, value: Any) -> str:
     if not isinstance(value, str) or value not in WALKABLE:
         raise ConfigError(f"{path} {value!r} is not a noise type with a σ to walk; "
                           f"allowed: {list(WALKABLE)}")
@@ -36,30 +44,47 @@ def _sigma(path: str, value: Any) -> float:
     return real()(path, value)
 
 
-def _sigmas(path: str, value: Any) -> tuple[float, ...]:
+def sigma_list(path: str, value: Any) -> tuple[float, ...]:
+    """A non-empty list of σ >= 0, each named by its index when it is not one."""
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{path} must be a non-empty list of σ >= 0, got {value!r}")
     sigmas = tuple(_sigma(f"{path}[{i}]", s) for i, s in enumerate(value))
-    if any(not s >= 0 for s in sigmas):
-        raise ConfigError(f"{path} must all be >= 0, got {list(sigmas)}")
+    for i, s in enumerate(sigmas):
+        if not s >= 0:
+            raise ConfigError(f"{path}[{i}] must be a σ >= 0, got {s!r}")
     return sigmas
 
 
-def _sigma_key(path: str, value: Any) -> str | None:
+def _factors(path: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{path} must be a non-empty list of factors > 0 or null, "
+                          f"got {value!r}")
+    factors = tuple(_sigma(f"{path}[{i}]", f) for i, f in enumerate(value))
+    for i, f in enumerate(factors):
+        if not f > 0:
+            raise ConfigError(f"{path}[{i}] must be a factor > 0, got {f!r}")
+    if len(set(factors)) != len(factors):
+        raise ConfigError(f"{path} lists a factor twice: {list(factors)}")
+    return factors
+
+
+def sigma_key_name(path: str, value: Any) -> str | None:
+    """The noise type's key that σ sets, or null (:func:`default_sigma_key`)."""
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{path} must be a key of walk.noise_type or null, got {value!r}")
+        raise ConfigError(f"{path} must be a key of the noise type or null, got {value!r}")
     return value
 
 
-def _params(path: str, value: Any) -> dict:
+def noise_params(path: str, value: Any) -> dict:
+    """The noise type's other keys, a dict (null: none)."""
     if value is not None and not (isinstance(value, Mapping)
                                   and all(isinstance(k, str) for k in value)):
-        raise ConfigError(f"{path} must be a dict of walk.noise_type's keys (e.g. "
+        raise ConfigError(f"{path} must be a dict of the noise type's keys (e.g. "
                           f"{{StdRatio: 0.5}}) or null, got {value!r}")
     return dict(value or {})
 
 
-def _sites(path: str, value: Any) -> tuple[int, ...]:
+def site_list(path: str, value: Any) -> tuple[int, ...]:
     """Site indices (their range is checked against the model by :func:`parse_walk`)."""
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{path} must be a list of site indices or null, got {value!r}")
@@ -99,16 +124,16 @@ def _batch_evals(path: str, value: Any) -> int | str:
 WALK_KEYS = (
     Key("walk.enabled", False, boolean, False,
         "under seml: run the walking sweep instead of a plain run"),
-    Key("walk.noise_type", "GaussAdd", _noise_type, False,
+    Key("walk.noise_type", "GaussAdd", walkable_noise_type, False,
         "the noise type walked through the sites"),
-    Key("walk.sigmas", None, optional(_sigmas), False,
+    Key("walk.sigmas", None, optional(sigma_list), False,
         "σ values of the grid search; null: 4 per decade over [1e-2, 1e3]"),
-    Key("walk.sigma_key", None, _sigma_key, False,
+    Key("walk.sigma_key", None, sigma_key_name, False,
         "the noise type's key that σ sets; null: GaussStd, or StdAmplitude for GaussCombined"),
-    Key("walk.params", {}, _params, False,
+    Key("walk.params", {}, noise_params, False,
         "the noise type's other keys (e.g. {StdRatio: 0.5})"),
     Key("walk.repeats", 1, count, False, "evaluations per site and σ (each with its own noise)"),
-    Key("walk.sites", None, optional(_sites), False, "site indices to walk; null: every site"),
+    Key("walk.sites", None, optional(site_list), False, "site indices to walk; null: every site"),
     Key("walk.search", "grid", one_of(SEARCHES, "is unknown"), False,
         "grid (every σ of sigmas), or midpoint (bracketing and bisection in log σ)"),
     Key("walk.sigma_range", [1e-2, 1e10], _sigma_range, False,
@@ -122,7 +147,17 @@ WALK_KEYS = (
         "samples per forward (small chunks stay in the CPU cache)"),
     Key("walk.batch_evals", "auto", _batch_evals, False,
         "evaluations of one site per suffix forward (grid search); auto: 1 on a CPU, 8 on a GPU"),
+    Key("walk.train", False, boolean, False,
+        "noisy training: train one model per site and σ with that noise in training and "
+        "evaluation (a cohort), beside the clean model's walk"),
+    Key("walk.sigma_factors", None, optional(_factors), False,
+        "with walk.train: σ = factor x the clean model's σ_mid at each site (instead of "
+        "walk.sigmas); null: walk.sigmas"),
 )
+
+#: Walk keys declared after configs were hashed: left out of :func:`util.config.config_hash`
+#: at their defaults, so configs made before them keep their hashes.
+LATE_KEYS = ("train", "sigma_factors")
 
 WALK_DEFAULTS: dict[str, Any] = defaults_of(WALK_KEYS, "walk.")
 
@@ -142,6 +177,10 @@ class WalkSettings:
     eval_split: str
     chunk_size: int
     batch_evals: int | str = "auto"
+    #: noisy training (one trained model per site and σ); the clean model is walked too
+    train: bool = False
+    #: with ``train``: σ = factor × the clean σ_mid per site (None: ``sigmas``)
+    sigma_factors: tuple[float, ...] | None = None
 
     def evals_per_forward(self, device) -> int:
         if self.batch_evals != "auto":
@@ -175,17 +214,33 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | N
                           "data.val_split set")
     if w["search"] == "midpoint" and w["max_evals"] < 3:
         raise ConfigError("walk.max_evals must be >= 3 for the midpoint search")
+    if w["sigma_factors"] is not None:
+        if w["sigmas"] is not None:
+            raise ConfigError("walk.sigma_factors and walk.sigmas cannot both be set: the σ of "
+                              "the noise-trained models are either the grid walk.sigmas or "
+                              "walk.sigma_factors x the clean σ_mid per site")
+        if not w["train"]:
+            raise ConfigError("walk.sigma_factors needs walk.train: true (it sets the σ of "
+                              "the noise-trained models)")
+        if w["max_evals"] < 3:
+            raise ConfigError("walk.max_evals must be >= 3: walk.sigma_factors finds the "
+                              "clean σ_mid by the midpoint search")
+        _sigma("walk.sigma_factors x walk.sigma_range[1]",
+               max(w["sigma_factors"]) * w["sigma_range"][1])
+    if w["train"] and w["search"] != "grid":
+        raise ConfigError(f"walk.search {w['search']!r} cannot be used with walk.train: true "
+                          "(every σ of a noise-trained curve costs a training); allowed: "
+                          "walk.search 'grid', with walk.sigmas or walk.sigma_factors")
     for s in w["sites"] or ():
         if not 0 <= s < n_sites:
             raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
                               f"{n_sites} sites (valid: 0..{n_sites - 1})")
-    sigma_key = w["sigma_key"] or ("StdAmplitude" if w["noise_type"] == "GaussCombined"
-                                   else "GaussStd")
-    sigmas = w["sigmas"] or _sigmas("walk.sigmas", default_sigmas())
+    sigma_key = w["sigma_key"] or default_sigma_key(w["noise_type"])
+    sigmas = w["sigmas"] or sigma_list("walk.sigmas", default_sigmas())
     settings = WalkSettings(w["noise_type"], sigma_key, w["params"], sigmas, w["repeats"],
                             w["sites"], w["search"], w["sigma_range"], w["max_evals"],
                             w["tolerance_decades"], w["eval_split"], w["chunk_size"],
-                            w["batch_evals"])
+                            w["batch_evals"], w["train"], w["sigma_factors"])
     try:
         for sigma in {*sigmas, *settings.sigma_range}:
             settings.noise(sigma)
