@@ -6,6 +6,7 @@
     python train.py -F my_runs with ...               # another local run store
     python train.py -m HOST:PORT:DB with ...           # sacred's MongoDB observer
     python train.py cohort with 'cohort.members=[{...}, {...}]'   # many members at once
+    python train.py walk with walk.train=true 'walk.sigmas=[0.1, 1]'  # noisy-training walk
 
 Under seml (``db_collection`` set) seml attaches its MongoDB observer. With no observer given,
 runs go to the local run store ``runs/`` (sacred's FileStorageObserver: the option hook
@@ -43,6 +44,7 @@ from util.cluster import LocationError, ensure_writable_dir
 from util.config import DEFAULT_CONFIG, ConfigError, parse_cohort, to_plain, validate_config
 from util.engine.cohort import run_cohort, validate_members
 from util.engine.experiment import check_locations, run_experiment
+from util.engine.noisy_walk import run_noisy_training_walk
 from util.engine.walk import format_sigma_mid_table, run_walk
 from util.run_store import DEFAULT_RUN_STORE
 from util.signals import interrupt_on_sigterm
@@ -154,17 +156,29 @@ def _summary(result: dict, run) -> None:
 
 
 def _walk(config, run, db_collection) -> dict:
-    """The walk of ``train.py walk`` and of a run with ``walk.enabled``: the sweep, its plot,
-    the σ_mid table (printed here, once)."""
+    """The walk of ``train.py walk`` and of a run with ``walk.enabled``: the sweep (with
+    ``walk.train``, the noisy-training walk: one trained model per site and σ), its plot, the
+    σ_mid table (printed here, once)."""
+    config = to_plain(dict(config))
+    sweep = run_noisy_training_walk if config["walk"].get("train") else run_walk
     with interrupt_on_sigterm():
-        result = run_walk(to_plain(dict(config)), run_store=_stored_in(run),
-                          db_collection=db_collection, log_metric=run.log_scalar,
-                          progress=True)
+        result = sweep(config, run_store=_stored_in(run), db_collection=db_collection,
+                       log_metric=run.log_scalar, progress=True)
     result["artifacts"].update(plot_walk(result))
     _summary(result, run)
-    print(f"\nσ_mid per site ({result['walk']['noise_type']}, clean accuracy "
-          f"{result['clean_accuracy']:.2f}%, chance {result['chance']:.2f}%):\n"
-          f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
+    head = (f"({result['walk']['noise_type']}, clean accuracy {result['clean_accuracy']:.2f}%, "
+            f"chance {result['chance']:.2f}%)")
+    if "noisy_training" in result:
+        members = result["noisy_training"]["members"]
+        trained = sum(m["trained"] for m in members)
+        print(f"\nσ_mid per site, clean training {head}:\n"
+              f"{format_sigma_mid_table(result['sigma_mid_clean'])}\n"
+              f"\nσ_mid per site, noisy training ({len(members)} models, {trained} trained, "
+              f"{len(members) - trained} reused):\n"
+              f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
+    else:
+        print(f"\nσ_mid per site {head}:\n"
+              f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
     for key in ("evaluations", "walk_plot_png"):
         if key in result["artifacts"]:
             log.info("%s: %s", key, result["artifacts"][key])

@@ -164,23 +164,87 @@ def plot_walking_noise(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> t
     return save_figure(walking_noise_figure(df, **kwargs), path)
 
 
-def plot_walk(result: Mapping) -> dict[str, str]:
-    """The walking-noise plot of a walk's result (``train.py walk``), saved beside its
-    evaluations table as ``walking_noise.{png,pdf}``; the artifact paths, or {} (with a
-    warning) when there is nothing to draw on a log axis (e.g. a grid of σ = 0 only)."""
-    table = Path(result["artifacts"]["evaluations"])
+#: the two curves of a noisy-training walk, by ``enable_in_training``: (gid, label, style)
+TRAINING_CURVES = {False: ("clean_training", "clean training", "-"),
+                   True: ("noisy_training", "noisy training", "--")}
+
+
+def walk_training_figure(df: pd.DataFrame, *, chance: float | None = None,
+                         clean_accuracy: float | None = None,
+                         title: str | None = None) -> Figure:
+    """Accuracy versus σ (log x), one panel per site: the clean-trained and the noise-trained
+    curve of a noisy-training walk (``train.py walk with walk.train=true``) side by side.
+
+    ``df`` needs ``site``, ``site_name``, ``sigma``, ``accuracy`` and ``enable_in_training``
+    (False: the clean model evaluated under the noise, True: a model trained with it). Runs at
+    equal σ are averaged; rows at σ = 0 are left out (log axis). The curves carry
+    ``gid='clean_training'`` and ``'noisy_training'``; each panel also has the chance and
+    midpoint-level lines (``'chance'``, ``'midpoint_level'``) when given.
+    """
+    _require(df, ["site", "site_name", "sigma", "accuracy", "enable_in_training"],
+             "noisy-training walk plot")
+    noisy = df[df["sigma"] > 0]
+    if noisy.empty:
+        raise ValueError("noisy-training walk plot: no rows with σ > 0")
+    sites = list(noisy.groupby("site", sort=True))
+    ncols = min(4, len(sites))
+    nrows = math.ceil(len(sites) / ncols)
+    fig = Figure(figsize=(3.2 * ncols + 1.5, 2.6 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, (site, rows) in zip(axes, sites):
+        for trained, curve in rows.groupby("enable_in_training", sort=True):
+            gid, label, style = TRAINING_CURVES[bool(trained)]
+            mean = curve.groupby("sigma")["accuracy"].mean()
+            (line,) = ax.plot(mean.index, mean.values, style, marker="o", markersize=3,
+                              label=label, color="C1" if trained else "C0")
+            line.set_gid(gid)
+        if chance is not None:
+            ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, gid="chance")
+            if clean_accuracy is not None:
+                ax.axhline((clean_accuracy + chance) / 2, color="0.2", linestyle=":",
+                           linewidth=1.2, gid="midpoint_level")
+        ax.set_xscale("log")
+        ax.set_title(str(rows["site_name"].iloc[0]), fontsize="small")
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(sites):]:
+        ax.remove()
+    fig.supxlabel(AXIS_LABELS["sigma"])
+    fig.supylabel(AXIS_LABELS["accuracy"])
+    handles = [Line2D([], [], color=c, linestyle=TRAINING_CURVES[t][2], marker="o",
+                      label=TRAINING_CURVES[t][1]) for t, c in ((False, "C0"), (True, "C1"))]
+    fig.legend(handles=handles, loc="outside upper right", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def walk_figure(result: Mapping) -> Figure:
+    """The figure of a walk's result: :func:`walking_noise_figure` (one model), or
+    :func:`walk_training_figure` when the evaluations say which training each came from (the
+    noisy-training walk). ValueError when there is nothing to draw on a log axis."""
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"}
                        for r in result["evaluations"]])
+    kw = dict(chance=result["chance"], clean_accuracy=result["clean_accuracy"])
+    if "enable_in_training" in df.columns:
+        return walk_training_figure(df, **kw, title=f"{result.get('conf_name')}: "
+                                    f"{result['walk']['noise_type']}, clean vs noisy training")
     df["conf_name"] = result.get("conf_name")
+    return walking_noise_figure(df, **kw, title=f"{result.get('conf_name')}: "
+                                f"{result['walk']['noise_type']} walk")
+
+
+def plot_walk(result: Mapping) -> dict[str, str]:
+    """The walking-noise plot of a walk's result (``train.py walk``; :func:`walk_figure`),
+    saved beside its evaluations table as ``walking_noise.{png,pdf}``; the artifact paths, or
+    {} (with a warning) when there is nothing to draw on a log axis (e.g. a grid of σ = 0
+    only)."""
+    table = Path(result["artifacts"]["evaluations"])
     try:
-        png, pdf = plot_walking_noise(df, table.parent / "walking_noise",
-                                      chance=result["chance"],
-                                      clean_accuracy=result["clean_accuracy"],
-                                      title=f"{result.get('conf_name')}: "
-                                            f"{result['walk']['noise_type']} walk")
+        fig = walk_figure(result)
     except ValueError as err:
         log.warning("no walking-noise plot: %s", err)
         return {}
+    png, pdf = save_figure(fig, table.parent / "walking_noise")
     return {"walk_plot_png": str(png), "walk_plot_pdf": str(pdf)}
 
 

@@ -9,6 +9,7 @@
 ``cohort``             many configs on the same batches, each bit for bit its single run
 ``midpoint``           σ_mid of one walking-noise curve (pure math; :mod:`analysis` uses it too)
 ``walk``               the walking sweep on one trained model, and the bisection for σ_mid
+``noisy_walk``         the noisy-training walk: one model per site × σ trained as a cohort
 =====================  ========================================================================
 
 Dependencies point one way: ``noise`` <- ``models`` <- the engine (with ``data``, and the config

@@ -43,7 +43,7 @@ from .seeding import seed_torch
 log = logging.getLogger(__name__)
 
 __all__ = ["SiteEvaluator", "walk_model", "bisect_midpoint", "gather", "run_walk",
-           "format_sigma_mid_table"]
+           "format_sigma_mid_table", "sigma_mid_entry", "eval_loader", "write_evaluations"]
 
 _NOT_SET = object()
 
@@ -196,14 +196,8 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
             curve = run(site, settings.sigmas)
         else:
             curve = bisect_midpoint(lambda s: run(site, [s])[s], settings, (clean_acc + chance) / 2)
-        positive = {s: a for s, a in curve.items() if s > 0}
-        entry: dict[str, Any] = {"site": site, "n_evals": len(curve)}
-        if len(positive) >= 2:
-            m = midpoint(list(positive), list(positive.values()), clean_acc, chance)
-            entry.update(sigma_mid=m.sigma_mid, kind=m.kind, non_monotone=m.non_monotone)
-        else:
-            entry.update(sigma_mid=None, kind="too_few_sigmas", non_monotone=False)
-        table[site_names[site]] = entry
+        table[site_names[site]] = sigma_mid_entry(site, list(curve), list(curve.values()),
+                                                  clean_acc, chance)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -212,6 +206,22 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
             "evaluations": records, "sigma_mid": table,
             "walk_seconds": round(time.perf_counter() - t0, 3),
             "n_evaluations": len(records)}
+
+
+def sigma_mid_entry(site: int, sigmas: Sequence[float], accuracies: Sequence[float],
+                    clean_accuracy: float, chance: float) -> dict[str, Any]:
+    """One line of the σ_mid table: :func:`~util.engine.midpoint.midpoint` of one site's
+    curve (σ = 0 left out; ``kind`` says why there is no σ_mid when there is none)."""
+    points = [(s, a) for s, a in zip(sigmas, accuracies) if s > 0]
+    entry: dict[str, Any] = {"site": site, "n_evals": len(set(sigmas))}
+    if len({s for s, _ in points}) < 2:
+        return {**entry, "sigma_mid": None, "kind": "too_few_sigmas", "non_monotone": False}
+    try:
+        m = midpoint([s for s, _ in points], [a for _, a in points], clean_accuracy, chance)
+    except ValueError as err:  # e.g. a clean accuracy at chance: no level to fall to
+        log.warning("site %d: no σ_mid: %s", site, err)
+        return {**entry, "sigma_mid": None, "kind": "no_midpoint", "non_monotone": False}
+    return {**entry, "sigma_mid": m.sigma_mid, "kind": m.kind, "non_monotone": m.non_monotone}
 
 
 def _bar(total: int, enabled: bool):
@@ -269,14 +279,14 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     """
     t0 = time.perf_counter()
     vc = validate_config(config, walk=True)
+    if vc.walk.train:
+        raise ConfigError("walk.train: true is the noisy-training walk "
+                          "(util.engine.noisy_walk.run_noisy_training_walk); run_walk walks "
+                          "one trained model")
     p = prepare(config, vc=vc)
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
                                    log_metric=log_metric, progress=progress)
-    loader = (p.dataset.test_loader(p.device) if vc.walk.eval_split == "test"
-              else p.dataset.val_loader(p.device))
-    if loader is None:  # parse_walk rejects this up front; here only if has_test_split erred
-        raise ConfigError(f"walk.eval_split 'test': dataset {p.dataset.name} has no separate "
-                          "test split; use 'validation'")
+    loader = eval_loader(p)
     walked = walk_model(p.model, loader, p.criterion, vc.walk, seed=vc.seed,
                         num_classes=p.dataset.num_classes, device=p.device,
                         site_names=vc.site_names, progress=progress)
@@ -286,13 +296,27 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
                       "eval_split": vc.walk.eval_split}
-    out_dir = safe_path(artifact_root(vc.artifact_root),
-                        f"walks/{config_hash(vc.config)}")
-    df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"} for r in walked["evaluations"]])
-    csv = atomic_write_bytes(out_dir / "evaluations.csv", df.to_csv(index=False).encode())
-    result["artifacts"]["evaluations"] = str(csv)
+    result["artifacts"]["evaluations"] = write_evaluations(vc, walked["evaluations"])
     result["conf_name"] = vc.conf_name
     return result
+
+
+def eval_loader(p):
+    """The loader of the split a walk evaluates (``walk.eval_split``)."""
+    loader = (p.dataset.test_loader(p.device) if p.vc.walk.eval_split == "test"
+              else p.dataset.val_loader(p.device))
+    if loader is None:  # parse_walk rejects this up front; here only if has_test_split erred
+        raise ConfigError(f"walk.eval_split 'test': dataset {p.dataset.name} has no separate "
+                          "test split; use 'validation'")
+    return loader
+
+
+def write_evaluations(vc, evaluations: Sequence[Mapping[str, Any]]) -> str:
+    """The evaluations table (one row per evaluation, the noise dict left out) written to
+    ``<artifact root>/walks/<config hash>/evaluations.csv``; its path."""
+    out_dir = safe_path(artifact_root(vc.artifact_root), f"walks/{config_hash(vc.config)}")
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "noise"} for r in evaluations])
+    return str(atomic_write_bytes(out_dir / "evaluations.csv", df.to_csv(index=False).encode()))
 
 
 def format_sigma_mid_table(table: Mapping[str, Mapping[str, Any]]) -> str:
