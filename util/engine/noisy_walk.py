@@ -7,7 +7,10 @@ one cohort (:func:`util.engine.cohort.run_cohort`, the members made by
 :func:`util.config.grid_members`): they train on shared batches, and each writes its own
 checkpoint under its training hash, so every model is its single run's
 (``train.py with noise_settings.layer_wise={site, σ, enable_in_training: true,
-enable_in_eval: true}``), a second walk reuses them all, and a killed walk resumes.
+enable_in_eval: true}``: bit for bit with ``cohort.strategy: member-serial``, up to float
+rounding and its own noise draws when vectorised), a second walk reuses them all, and a killed
+walk resumes. The walk config's ``cohort.strategy`` and ``cohort.max_members`` say how the
+cohort trains.
 
 The clean model (the config's own, reused or trained first) is always walked too, at the same
 σ: it costs evaluations only, and gives the clean-trained curve every noise-trained one is
@@ -112,8 +115,11 @@ def run_noisy_training_walk(config: Mapping[str, Any], *, run_store=None, db_col
         points += [(site, sigma) for sigma in sigmas[site]]
     log.info("noisy-training walk: %d models (%d sites x %d σ), trained as one cohort",
              len(members), len(sites), len(members) // len(sites))
-    cohort = run_cohort(base, members, run_store=run_store, db_collection=db_collection,
-                        log_metric=log_metric, progress=progress)
+    # how the cohort trains (cohort.strategy, cohort.max_members) is the walk config's
+    how = {k: v for k, v in (vc.config.get("cohort") or {}).items()
+           if k in ("strategy", "max_members")}
+    cohort = run_cohort({**base, "cohort": how}, members, run_store=run_store,
+                        db_collection=db_collection, log_metric=log_metric, progress=progress)
     member_vcs = validate_members(base, members)
 
     records = [{**r, "enable_in_training": False} for r in clean["evaluations"]]
