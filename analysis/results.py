@@ -639,7 +639,9 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
             repetition = float(vc.repetitions[site])
         loss = ev.get("loss")
         rows.append({**base, "placement": placement, "site": site, "site_name": name,
-                     **noise_cols, "enable_in_training": noisy_training,
+                     # a noisy-training walk says per evaluation which model it evaluated
+                     **noise_cols, "enable_in_training":
+                         bool(ev.get("enable_in_training", noisy_training)),
                      "enable_in_eval": bool(cfg.enable_in_eval), "repetition": repetition,
                      "eval_repeat": int(ev.get("repeat") or 0), "eval_split": split,
                      "accuracy": float(ev["accuracy"]),

@@ -108,6 +108,17 @@ def test_the_walk_holds_both_curves_every_repeat_and_a_csv_saying_which(walked):
     assert first["walk"]["train"] is True
 
 
+def test_the_analysis_reads_which_training_each_evaluation_had(walked):
+    from analysis.results import RunRecord, records_to_frame
+    first, _ = walked
+    config = walk_config("/unused", "/unused", sites=SITES, sigmas=SIGMAS, repeats=2)
+    df = records_to_frame([RunRecord("1", "COMPLETED", config, first)])
+    assert len(df) == len(first["evaluations"])
+    assert list(df["enable_in_training"]) == [e["enable_in_training"]
+                                              for e in first["evaluations"]]
+    assert (df["clean_accuracy"] == first["clean_accuracy"]).all()
+
+
 def test_a_second_walk_trains_nothing(walked):
     first, again = walked
     assert all(m["trained"] for m in first["noisy_training"]["members"])
