@@ -46,10 +46,12 @@ def mnist_root(tmp_path_factory):
     return root
 
 
-def base(root, art, epochs=2, **extra):
+def base(root, art, epochs=2, strategy="member-serial", **extra):
+    """A cohort's base config; member-serial (bit for bit single runs) unless asked otherwise
+    (tests/test_cohort_vectorised.py)."""
     upd = {"data": {"dataset": "MNIST", "root": str(root), "download": False, "batch_size": 64},
            "general": {"num_epochs": epochs}, "artifact_root": str(art), "device": "cpu",
-           "model": MLP}
+           "model": MLP, "cohort": {"strategy": strategy}}
     upd.update(extra)
     return merged_with_defaults(upd)
 
@@ -80,9 +82,9 @@ def test_initial_weights_of_every_member_are_its_single_runs(mnist_root, tmp_pat
     seen = []
     begin = cohort_module.begin_training
 
-    def recording(p):
+    def recording(p, **kw):
         seen.append({k: v.clone() for k, v in p.model.state_dict().items()})
-        return begin(p)
+        return begin(p, **kw)
     monkeypatch.setattr(cohort_module, "begin_training", recording)
     members = [MEMBERS[1], MEMBERS[2], {"general": {"weight_clamping": {"min": None,
                                                                         "max": None}},
@@ -207,6 +209,7 @@ def test_an_invalid_member_names_its_index_and_key_and_nothing_is_written(mnist_
 
 def test_the_cohort_section_keeps_config_hashes_and_is_checked(mnist_root, tmp_path):
     config = base(mnist_root, tmp_path)
+    del config["cohort"]
     with_section = json.loads(json.dumps(config))
     with_section["cohort"] = {"enabled": False, "members": None}
     assert config_hash(with_section) == config_hash(config)

@@ -22,21 +22,37 @@ from ..run_store import iter_runs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["save_epoch_checkpoint", "latest_checkpoint", "point_last_at", "training_lock",
+__all__ = ["save_epoch_checkpoint", "drop_older_checkpoints", "epoch_checkpoint",
+           "latest_checkpoint", "point_last_at", "training_lock",
            "find_trained_checkpoint"]
 
 
-def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict) -> Path:
+def save_epoch_checkpoint(checkpoint_dir: Path, epoch: int, state: dict, *,
+                          drop_older: bool = True) -> Path:
     """Write ``epoch_<k>.pt`` (atomic, checksummed), point ``last.pt`` at it, then drop older
-    epochs. A kill at any moment leaves at least one complete, verified checkpoint: the
-    previous epoch's file is removed only after the new one is in place."""
+    epochs (unless ``drop_older`` is False: :func:`drop_older_checkpoints` later). A kill at
+    any moment leaves at least one complete, verified checkpoint: the previous epoch's file is
+    removed only after the new one is in place."""
     new = save_torch(state, checkpoint_dir.parent, f"{checkpoint_dir.name}/epoch_{epoch:04d}.pt")
     point_last_at(checkpoint_dir, new)
+    if drop_older:
+        drop_older_checkpoints(checkpoint_dir, epoch)
+    return new
+
+
+def drop_older_checkpoints(checkpoint_dir: Path, epoch: int) -> None:
+    """Remove the epoch checkpoints before epoch ``epoch``."""
+    keep = f"epoch_{epoch:04d}.pt"
     for old in checkpoint_dir.glob("epoch_*.pt"):
-        if old != new and old.name < new.name:
+        if old.name < keep:
             for path in (old, Path(f"{old}.sha256")):
                 path.unlink(missing_ok=True)
-    return new
+
+
+def epoch_checkpoint(checkpoint_dir: Path, epoch: int) -> Path | None:
+    """The verified checkpoint of epoch ``epoch``, or None."""
+    path = checkpoint_dir / f"epoch_{epoch:04d}.pt"
+    return path if path.exists() and verify(path) else None
 
 
 def point_last_at(checkpoint_dir: Path, epoch_file: Path) -> None:

@@ -184,9 +184,10 @@ class Training:
             self.start + len(self.epoch_seconds) >= self.p.vc.general.num_epochs
 
 
-def begin_training(p: Prepared) -> Training:
+def begin_training(p: Prepared, *, resume_from: Path | None = None) -> Training:
     """The optimizer and scheduler of ``p``'s model, resumed from its newest epoch checkpoint
-    if there is one (weights clamped first when starting from scratch)."""
+    (or from ``resume_from``) if there is one (weights clamped first when starting from
+    scratch)."""
     epochs = p.vc.general.num_epochs
     optimizer = torch.optim.Adam(p.model.parameters(), lr=p.vc.optimizer.lr)
     scheduler = None
@@ -195,7 +196,7 @@ def begin_training(p: Prepared) -> Training:
     history, start, own, diverged = _empty_history(), 0, True, None
     my_eval = eval_noise_hash(p.vc)
     generator = generator_name(p.device) if p.vc.noisy_training else None
-    last = latest_checkpoint(p.checkpoint_dir)
+    last = resume_from or latest_checkpoint(p.checkpoint_dir)
     if last is not None:
         state = load_torch(last, map_location=p.device)
         if state.get("training_hash") == p.training_hash and state["epoch"] <= epochs:
@@ -229,6 +230,17 @@ def run_epoch(t: Training, epoch: int, batches, *, log_metric: MetricLogger | No
     tr_loss, tr_acc = train_epoch(p.model, batches, t.optimizer, p.criterion,
                                   clamp=p.vc.weight_clamping, progress=progress,
                                   desc=f"epoch {epoch + 1}/{epochs}")
+    end_epoch(t, epoch, tr_loss, tr_acc, log_metric=log_metric, t0=t0)
+
+
+def end_epoch(t: Training, epoch: int, tr_loss: float, tr_acc: float, *,
+              log_metric: MetricLogger | None = None, t0: float,
+              drop_older: bool = True) -> None:
+    """The rest of epoch ``epoch`` after its training steps (mean loss ``tr_loss``, accuracy
+    ``tr_acc``): scheduler step, divergence check, evaluation, history, the epoch checkpoint
+    (``drop_older=False`` keeps the previous one: a cohort drops them itself once every
+    member's new one is written)."""
+    p, epochs = t.p, t.p.vc.general.num_epochs
     if t.scheduler is not None:
         t.scheduler.step()
     what = non_finite(tr_loss, p.model)
@@ -251,7 +263,7 @@ def run_epoch(t: Training, epoch: int, batches, *, log_metric: MetricLogger | No
     t.epoch_seconds.append(time.perf_counter() - t0)
     log.info("epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% (%.1fs)",
              epoch + 1, epochs, tr_loss, tr_acc, va_loss, va_acc, t.epoch_seconds[-1])
-    save_epoch_checkpoint(p.checkpoint_dir, epoch + 1, {
+    save_epoch_checkpoint(p.checkpoint_dir, epoch + 1, drop_older=drop_older, state={
         "epoch": epoch + 1, "training_hash": p.training_hash,
         "model_state": p.model.state_dict(), "optimizer_state": t.optimizer.state_dict(),
         "scheduler_state": t.scheduler.state_dict() if t.scheduler else None,
