@@ -1,9 +1,11 @@
-"""Run a seml experiment YAML on this machine: the seml workflow without SLURM and MongoDB.
+"""Run a seml experiment YAML on this machine: the seml workflow without SLURM and MongoDB,
+one experiment at a time or, with ``--cohorts``, compatible experiments trained together.
 
     python -m util.local_run experiment_configs/MNIST/LeNet_no_noise.yaml
     python -m util.local_run <yaml> --filter model.LeNet.conf_name=LeNet5-BN --max 4
     python -m util.local_run <yaml> --dry-run              # the plan, nothing runs
     python -m util.local_run <yaml> -F my_runs --set data.root=/data --set device=cpu
+    python -m util.local_run <yaml> --cohorts --cohort-size 32   # train cohorts (issue 16)
 
 1. Expands the file like ``seml add`` (seml's own functions; duplicates dropped by config
    hash; ``--set key=value`` is seml add's ``-o``) and validates EVERY experiment with
@@ -24,12 +26,25 @@
    A failing experiment is recorded (FAILED in the store, reason in the summary) and the
    others go on. SIGTERM (what SLURM sends before it kills a job) stops it like Ctrl-C: the
    current run is marked INTERRUPTED, its last epoch checkpoint stays, a rerun resumes it.
-
+5. With ``--cohorts``, the experiments to run (after 2, 3 and ``--max``) that may share their
+   training batches form cohorts of at most ``--cohort-size`` (grouping and the choice for
+   eval-only experiments: :mod:`util.local_run.cohorts`), each trained in one
+   :func:`util.engine.cohort.run_cohort`. Then every member runs through the sacred
+   experiment as in 4, where the engine hands it its cohort result
+   (:mod:`util.engine.precomputed`): sacred stores its config, status, result (``trained``,
+   the per-epoch history) and metrics exactly as for a run of its own, so skipping completed
+   runs, reuse and the analysis see no difference. A cohort that raises falls back to running
+   its members one by one (each resumes from the cohort's epoch checkpoints; a member that
+   fails alone is FAILED with its reason). Ctrl-C or SIGTERM during a cohort leaves its
+   unrecorded members without a run (not COMPLETED); a rerun resumes their training from
+   their epoch checkpoints.
 Several runners may share one run store (and artifact root), e.g. one per core or one per job
 of an allocation: they split the work. Before an experiment runs, its runner takes a
 non-blocking exclusive lock on ``<store>/.claims/<config hash>.lock`` for the run, then looks
 again whether another runner has completed it meanwhile. An experiment another live runner
-holds is skipped ("running elsewhere" in the summary). The lock goes with the process, so the
+holds is skipped ("running elsewhere" in the summary). A cohort's runner claims all its
+members before training (those claimed elsewhere are left out of it) and releases each claim
+once that member is recorded. The lock goes with the process, so the
 experiment of a killed runner is claimable again: run the file again until nothing is left.
 Eval-only experiments whose model another runner is training wait for it (the training lock
 of :mod:`util.engine.checkpoints`) and then only evaluate.
@@ -49,27 +64,30 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 import argparse
 import ast
-import contextlib
 import copy
-import fcntl
 import gc
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import IO, Any, Callable, Iterable, Sequence, TextIO
 
 from ..cluster import LocationError, ensure_writable_dir
 from ..config import ConfigError, config_hash, validate_config
 from ..config_paths import MISSING, matches_query, value_at
+from ..engine.precomputed import handing_over
 from ..run_store import DEFAULT_RUN_STORE, iter_runs
 from ..signals import interrupt_on_sigterm
 from ..validate_configs import Experiment, ExpansionError, Problem, expand_file, group_problems
+from .claims import claim, try_claim
+from .cohorts import DEFAULT_COHORT_SIZE, form_cohorts, sharing_key, train_cohort
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "Outcome", "plan", "run_plan", "parse_assignments", "main"]
+__all__ = ["Plan", "Outcome", "plan", "run_plan", "parse_assignments", "main", "claim",
+           "DEFAULT_COHORT_SIZE"]
 
 
 @dataclass
@@ -80,6 +98,8 @@ class Outcome:
     run_dir: str | None = None
     trained: bool | None = None
     reason: str = ""
+    #: its result came from a cohort (--cohorts), not from a run of its own
+    in_cohort: bool = False
 
 
 @dataclass
@@ -97,6 +117,10 @@ class Plan:
     errors: list[Problem] = field(default_factory=list)
     # per experiment index: (trains with noise, evaluates with noise)
     noise: dict[int, tuple[bool, bool]] = field(default_factory=dict)
+    # per experiment index: what its cohort partners must share (None: it runs alone)
+    sharing: dict[int, tuple | None] = field(default_factory=dict)
+    # with --cohorts: ``to_run`` as cohorts, in the order they run (None: one by one)
+    cohorts: list[list[Experiment]] | None = None
 
     def kind(self, exp: Experiment) -> str:
         noisy_training, eval_noise = self.noise.get(exp.index, (False, False))
@@ -143,8 +167,10 @@ def _completed_hashes(store: Path) -> set[str]:
 
 def plan(path: str | Path, *, store: str | Path = DEFAULT_RUN_STORE,
          filters: Sequence[tuple[str, Any]] = (), overwrite: Sequence[tuple[str, Any]] = (),
-         max_runs: int | None = None) -> Plan:
-    """Expand, validate, filter, skip completed and order; raises ExpansionError/ValueError."""
+         max_runs: int | None = None, cohort_size: int | None = None) -> Plan:
+    """Expand, validate, filter, skip completed and order; with ``cohort_size``, group what
+    is left into cohorts of at most that many (:mod:`util.local_run.cohorts`). Raises
+    ExpansionError/ValueError."""
     p = Plan(Path(path), Path(store))
     expansion = expand_file(path, dict(overwrite) or None)
     p.n_expanded, p.n_unique = expansion.n_expanded, len(expansion.experiments)
@@ -157,6 +183,7 @@ def plan(path: str | Path, *, store: str | Path = DEFAULT_RUN_STORE,
             continue
         eval_noise = any(c.active(training=False) for c in vc.site_configs)
         p.noise[exp.index] = (vc.noisy_training, eval_noise)
+        p.sharing[exp.index] = sharing_key(vc)
     p.errors = group_problems(p.file, failures)
     if p.errors:
         return p
@@ -172,32 +199,9 @@ def plan(path: str | Path, *, store: str | Path = DEFAULT_RUN_STORE,
         p.n_over_max = len(pending) - max_runs
         pending = pending[:max_runs]
     p.to_run = pending
+    if cohort_size is not None:
+        p.cohorts = form_cohorts(pending, p.sharing, cohort_size)
     return p
-
-
-CLAIMS = ".claims"
-
-
-def _try_lock(f: IO) -> bool:
-    """True when this process now holds ``f``'s exclusive lock, False when another holds it."""
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as err:  # a file system without locks (some network ones): run it anyway
-        log.warning("cannot lock %s (%s): runners sharing this run store may repeat this "
-                    "experiment", f.name, err)
-    return True
-
-
-@contextlib.contextmanager
-def claim(store: Path, h: str) -> Iterator[bool]:
-    """Hold ``<store>/.claims/<h>.lock`` for the block if no other process holds it; yields
-    whether this process has the claim. Closing the file (or dying) releases it."""
-    folder = store / CLAIMS
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{h}.lock", "a+") as f:
-        yield _try_lock(f)
 
 
 def _free_memory() -> None:
@@ -218,11 +222,12 @@ def _reason(err: BaseException) -> str:
 
 def run_plan(p: Plan, experiment, *, progress: bool = True) -> tuple[list[Outcome], bool]:
     """Run ``p.to_run`` in order, each in the sacred ``experiment`` (train.py's ``ex``), stored
-    in ``p.store``.
+    in ``p.store``; with ``p.cohorts``, cohort by cohort (:func:`_run_cohort`).
 
     Each experiment runs under its claim (:func:`claim`); one claimed by another runner, or
     completed by one since :func:`plan` looked, is not run (its outcome says so). Returns the
-    outcomes and whether Ctrl-C or SIGTERM stopped it (sacred marks that run INTERRUPTED).
+    outcomes and whether Ctrl-C or SIGTERM stopped it (sacred marks a run being recorded
+    INTERRUPTED; cohort members not recorded yet have no run).
     """
     from sacred.observers import FileStorageObserver
     from tqdm import tqdm
@@ -234,34 +239,103 @@ def run_plan(p: Plan, experiment, *, progress: bool = True) -> tuple[list[Outcom
     ex.observers.append(observer)
     outcomes: list[Outcome] = []
     interrupted = False
-    bar = tqdm(p.to_run, desc=p.file.name, unit="exp", disable=not progress, dynamic_ncols=True)
-    current = None
+    bar = tqdm(total=len(p.to_run), desc=p.file.name, unit="exp", disable=not progress,
+               dynamic_ncols=True)
+    groups = p.cohorts if p.cohorts is not None else [[exp] for exp in p.to_run]
+    group: list[Experiment] = []
     try:
         with interrupt_on_sigterm():
-            for exp in bar:
-                current, observer.dir = exp, None
-                with claim(p.store, exp.config_hash) as mine:
-                    if not mine:
-                        outcomes.append(Outcome(exp, "running elsewhere"))
-                        log.info("running elsewhere (claimed by another runner): %s",
-                                 exp.describe())
-                    elif exp.config_hash in _completed_hashes(p.store):
-                        outcomes.append(Outcome(exp, "completed elsewhere"))
-                    else:
-                        outcomes.append(_run_one(ex, observer, exp))
+            for group in groups:
+                n, observer.dir = len(outcomes), None  # set while a run is being recorded
+                if len(group) > 1:
+                    _run_cohort(ex, observer, p, group, outcomes, progress=progress)
+                else:
+                    _claim_and_run(ex, observer, p, group[0], outcomes)
+                bar.update(len(outcomes) - n)
                 bar.set_postfix(done=sum(o.status == "done" for o in outcomes),
                                 failed=sum(o.status == "failed" for o in outcomes))
     except KeyboardInterrupt:
         interrupted = True
-        if current is not None and not (outcomes and outcomes[-1].experiment is current):
-            outcomes.append(Outcome(current, "interrupted", observer.dir))
+        seen = {id(o.experiment) for o in outcomes}
+        where = observer.dir  # the run being recorded: the first without an outcome
+        for exp in group:
+            if id(exp) not in seen:
+                outcomes.append(Outcome(exp, "interrupted", where))
+                where = None
     finally:
         bar.close()
         ex.observers.remove(observer)
     return outcomes, interrupted
 
 
+def _claim_and_run(ex, observer, p: Plan, exp: Experiment, outcomes: list[Outcome]) -> None:
+    with claim(p.store, exp.config_hash) as mine:
+        if not mine:
+            outcomes.append(Outcome(exp, "running elsewhere"))
+            log.info("running elsewhere (claimed by another runner): %s", exp.describe())
+        elif exp.config_hash in _completed_hashes(p.store):
+            outcomes.append(Outcome(exp, "completed elsewhere"))
+        else:
+            outcomes.append(_run_one(ex, observer, exp))
+
+
+def _run_cohort(ex, observer, p: Plan, group: Sequence[Experiment], outcomes: list[Outcome], *,
+                progress: bool) -> None:
+    """Claim every experiment of ``group``, train those claimed (and not completed meanwhile)
+    as one cohort, then record each as its own run (its result handed over, see
+    :mod:`util.engine.precomputed`), releasing its claim once recorded.
+
+    If the cohort raises, its members run one by one instead (each resuming from the epoch
+    checkpoints the cohort wrote): a member that fails on its own is recorded FAILED with its
+    own reason, and a cohort-only problem (e.g. memory for many models at once) costs no run.
+    """
+    held: dict[str, IO] = {}
+    try:
+        for exp in group:
+            f = try_claim(p.store, exp.config_hash)
+            if f is None:
+                outcomes.append(Outcome(exp, "running elsewhere"))
+                log.info("running elsewhere (claimed by another runner): %s", exp.describe())
+            else:
+                held[exp.config_hash] = f
+        done = _completed_hashes(p.store) if held else set()
+        members = []
+        for exp in group:
+            if exp.config_hash not in held:
+                continue
+            if exp.config_hash in done:
+                held.pop(exp.config_hash).close()
+                outcomes.append(Outcome(exp, "completed elsewhere"))
+            else:
+                members.append(exp)
+        ready = {}
+        if len(members) > 1:
+            log.info("training a cohort of %d, from %s to %s", len(members),
+                     members[0].describe(), members[-1].describe())
+            try:
+                ready = train_cohort(members, p.store, progress=progress)
+            except Exception as err:  # each member then fails (or not) on its own
+                log.warning("the cohort of %d failed (%s); running its members one by one",
+                            len(members), _reason(err))
+            finally:
+                _free_memory()
+        for exp in members:
+            mine = {exp.config_hash: ready[exp.config_hash]} if exp.config_hash in ready else {}
+            with handing_over(mine) as pending:
+                outcomes.append(_run_one(ex, observer, exp))
+            observer.dir = None
+            outcomes[-1].in_cohort = bool(mine) and not pending
+            if pending and outcomes[-1].status == "done":
+                log.warning("%s: the run did not take its cohort result; it computed its own",
+                            exp.describe())
+            held.pop(exp.config_hash).close()
+    finally:
+        for f in held.values():
+            f.close()
+
+
 def _run_one(ex, observer, exp: Experiment) -> Outcome:
+    observer.dir = None
     try:
         run = ex.run(config_updates=copy.deepcopy(exp.updates))
     except Exception as err:  # one experiment failing must not stop the others
@@ -286,6 +360,24 @@ def format_plan(p: Plan) -> list[str]:
     if p.n_over_max:
         lines.append(f"  {p.n_over_max} left for later (--max)")
     lines.append(f"  {len(p.to_run)} to run")
+    if p.cohorts is not None:
+        sizes = Counter(len(c) for c in p.cohorts)
+        together = ", ".join(f"{n}" + (f" x{k}" if k > 1 else "")
+                             for n, k in sorted(sizes.items(), reverse=True) if n > 1)
+        lines.append(f"  in {len(p.cohorts)} cohort(s): {len(p.cohorts) - sizes[1]} trained "
+                     f"together (sizes {together or '-'}), {sizes[1]} alone")
+    return lines
+
+
+def format_would_run(p: Plan) -> list[str]:
+    """The dry run's list: each experiment in run order (with its cohort, with --cohorts)."""
+    if p.cohorts is None:
+        return [f"  would run [{p.kind(e)}] {e.describe()}" for e in p.to_run]
+    lines = []
+    for i, cohort in enumerate(p.cohorts, 1):
+        lines.append(f"  cohort {i}/{len(p.cohorts)}: {len(cohort)} experiment(s)"
+                     + (" (alone)" if len(cohort) == 1 else ""))
+        lines += [f"    would run [{p.kind(e)}] {e.describe()}" for e in cohort]
     return lines
 
 
@@ -296,8 +388,10 @@ def format_summary(p: Plan, outcomes: Sequence[Outcome], seconds: float,
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes)
     skipped = len(p.completed) + sum(o.status == "completed elsewhere" for o in outcomes)
     trained = sum(o.trained is True for o in done)
+    together = (f"; {sum(o.in_cohort for o in done)} of them trained or evaluated in "
+                f"cohorts" if p.cohorts is not None else "")
     lines = [f"summary: {len(done)} done ({trained} trained a model, {len(done) - trained} "
-             f"reused one), {skipped} skipped (already completed), "
+             f"reused one{together}), {skipped} skipped (already completed), "
              + (f"{elsewhere} running elsewhere (another runner has them), " if elsewhere
                 else "") + f"{len(failed)} failed"
              + (f", {sum(o.status == 'interrupted' for o in outcomes)} interrupted, "
@@ -337,6 +431,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, *,
                                                "`seml add -o` (e.g. data.root=/data)")
     parser.add_argument("--max", type=int, default=None, metavar="N",
                         help="run at most N experiments (in run order)")
+    parser.add_argument("--cohorts", action="store_true",
+                        help="train compatible experiments together as cohorts (same data, "
+                             "model, optimizer, lr, epochs, batch size, training seed, device); "
+                             "each is still stored as its own run")
+    parser.add_argument("--cohort-size", type=int, default=None, metavar="N",
+                        help=f"with --cohorts: at most N experiments per cohort (default "
+                             f"{DEFAULT_COHORT_SIZE}; a killed cohort resumes from its epoch "
+                             "checkpoints)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would run and exit")
     parser.add_argument("-F", "--file-storage", default=str(DEFAULT_RUN_STORE),
@@ -348,13 +450,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, *,
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.max is not None and args.max < 0:
         parser.error("--max must be >= 0")
+    if args.cohort_size is not None and not args.cohorts:
+        parser.error("--cohort-size needs --cohorts")
+    if args.cohort_size is not None and args.cohort_size < 1:
+        parser.error(f"--cohort-size must be >= 1, got {args.cohort_size}")
+    cohort_size = (args.cohort_size or DEFAULT_COHORT_SIZE) if args.cohorts else None
 
     t0 = time.perf_counter()
     try:
         filters = parse_assignments(args.filter, "--filter")
         overwrite = parse_assignments(args.overwrite, "--set")
         p = plan(args.yaml, store=args.file_storage, filters=filters, overwrite=overwrite,
-                 max_runs=args.max)
+                 max_runs=args.max, cohort_size=cohort_size)
     except (ExpansionError, ValueError) as err:
         print(f"{args.yaml}: {err}", file=sys.stderr)
         return 2
@@ -371,7 +478,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, *,
             return 2
     _print(format_plan(p), out)
     if args.dry_run:
-        _print((f"  would run [{p.kind(e)}] {e.describe()}" for e in p.to_run), out)
+        _print(format_would_run(p), out)
         return 0
     if args.quiet:
         ex = experiment()  # its import sets up seml's logging, which would undo this
