@@ -74,6 +74,8 @@ def expected_files():
             out[f"multi_run_layers/{ds}_{fam}_uniform.yaml"] = 2 * 7 * reps
     out["examples/tiny_mnist.yaml"] = 9
     out["walks/FashionMNIST.yaml"] = 4 * 3 * 2   # models x repeats x noise types
+    # models x repeats x (GaussAdd, clamped GaussAdd, GaussMul, GaussCombined x 5 ratios)
+    out["walks/FashionMNIST_noisy_training.yaml"] = 2 * 3 * 8
     return out
 
 
@@ -139,7 +141,7 @@ def test_every_shipped_yaml_expands_and_validates(shipped):
 def test_experiment_counts_are_the_issues(shipped):
     counts = {f: s["n"] for f, s in shipped.items()}
     assert counts == expected_files()
-    assert sum(counts.values()) == 445237 + 24
+    assert sum(counts.values()) == 445237 + 24 + 48
 
 
 def test_layer_wise_walks_every_site_of_its_model_and_no_more(shipped):
