@@ -40,9 +40,10 @@ from seml import Experiment
 # the project modules imported by then (seml's code checkpoint).
 import data  # noqa: F401  (datasets: validation and runs)
 from analysis.plots import plot_walk
-from util.cluster import LocationError, ensure_writable_dir
-from util.config import DEFAULT_CONFIG, ConfigError, parse_cohort, to_plain, validate_config
-from util.engine.cohort import run_cohort, validate_members
+from util.cluster import LocationError, artifact_root, ensure_writable_dir
+from util.config import (DEFAULT_CONFIG, ConfigError, config_hash, member_configs, parse_cohort,
+                         to_plain, validate_config)
+from util.engine.cohort import cohort_document, run_cohort, validate_members
 from util.engine.experiment import check_locations, run_experiment
 from util.engine.noisy_walk import run_noisy_training_walk
 from util.engine.walk import format_sigma_mid_table, run_walk
@@ -187,23 +188,28 @@ def _walk(config, run, db_collection) -> dict:
 
 def _cohort(config, run, db_collection) -> dict:
     """The cohort of ``train.py cohort`` and of a run with ``cohort.enabled``: train (or reuse)
-    every member; one line per member."""
+    every member; one line per member. The stored result is the compact cohort document
+    (per-epoch lists in its ``histories`` artifact)."""
+    plain = to_plain(dict(config))
+    configs = member_configs(plain)
     with interrupt_on_sigterm():
-        result = run_cohort(to_plain(dict(config)), run_store=_stored_in(run),
-                            db_collection=db_collection, log_metric=run.log_scalar,
-                            progress=True)
-    members = to_plain(dict(config))["cohort"]["members"]
+        result = run_cohort(plain, run_store=_stored_in(run), db_collection=db_collection,
+                            log_metric=run.log_scalar, progress=True)
     lines = []
-    for i, (member, r) in enumerate(zip(members, result["members"])):
+    for i, (member, r) in enumerate(zip(configs, result["members"])):
         how = "trained" if r["trained"] else f"reused ({r['checkpoint_source']})"
-        noise = {k: v for k, v in member.items() if k == "noise_settings"} or "base noise"
+        noise = member["noise_settings"]
+        noise = {"noise_settings": {k: v for k, v in noise.items()
+                                    if v != plain["noise_settings"].get(k)}} \
+            if noise != plain["noise_settings"] else "base noise"
         lines.append(f"  member {i}: {noise}: validation accuracy "
                      f"{r['final']['validation_accuracy']:.2f}%, {how}")
     c = result["cohort"]
     print(f"\ncohort of {c['n_members']} members ({c['strategy']}, "
           f"{len(c['members_trained'])} trained, {c['seconds']:.1f}s):\n" + "\n".join(lines)
           + "\n", flush=True)
-    return result
+    where = artifact_root(plain.get("artifact_root")) / "cohorts" / config_hash(plain)
+    return cohort_document(result, configs, where)
 
 
 @ex.main

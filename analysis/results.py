@@ -188,7 +188,11 @@ def _restore(obj: Any) -> Any:
 
 
 def _natural_key(run_id: str) -> tuple:
-    return (0, int(run_id), "") if run_id.isdigit() else (1, 0, run_id)
+    """Runs in numeric order; a cohort's members (``<run id>/<member>``) in theirs after it."""
+    head, _, member = run_id.partition("/")
+    if head.isdigit() and (member.isdigit() or not member):
+        return (0, int(head), int(member or -1), "")
+    return (1, 0, 0, run_id)
 
 
 def read_run_store(path: str | os.PathLike, filter: Mapping[str, Any] | None = None,
@@ -655,9 +659,34 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
     return rows, clean
 
 
+def _is_cohort(result: Any) -> bool:
+    return isinstance(result, Mapping) and isinstance(result.get("members"), list) \
+        and isinstance(result.get("cohort"), Mapping)
+
+
+def _cohort_members(rec: RunRecord) -> list[RunRecord]:
+    """A cohort run's members as runs of their own (``<run id>/<member>``): each member's
+    stored config and single-run result (util.engine.cohort.cohort_document)."""
+    out = []
+    for i, member in enumerate(rec.result["members"]):
+        if not isinstance(member, Mapping) or not isinstance(member.get("config"), Mapping):
+            raise _BadRun(f"run {rec.run_id}: cohort member {i} has no stored config")
+        out.append(RunRecord(f"{rec.run_id}/{i}", rec.status, member["config"], member,
+                             f"{rec.where or f'run {rec.run_id}'}, member {i}"))
+    return out
+
+
 def _checked_rows(rec: RunRecord, keys: _Keys):
     """:func:`_run_rows`, with an error that odd stored content causes (a string where a
-    number belongs, ...) turned into a :class:`_BadRun` that names the run."""
+    number belongs, ...) turned into a :class:`_BadRun` that names the run. A cohort run gives
+    the rows of its members, as if each had run on its own."""
+    if _is_cohort(rec.result):
+        rows, clean = [], []
+        for member in _cohort_members(rec):
+            member_rows, member_clean = _checked_rows(member, keys)
+            rows += member_rows
+            clean += member_clean
+        return rows, clean
     try:
         return _run_rows(rec, keys)
     except _BadRun:

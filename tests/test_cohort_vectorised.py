@@ -369,3 +369,21 @@ def test_a_cohort_killed_between_its_members_checkpoints_resumes_to_the_uninterr
     resumed = run_cohort(config, MEMBERS, progress=False)
     assert finals(resumed) == finals(uninterrupted)
     assert [r["resumed_from_epoch"] for r in resumed["members"]] == [1, 1, 1, 1]
+
+
+def test_a_noisy_members_training_does_not_depend_on_its_chunk_mates(mnist_root, tmp_path):
+    me = layer_wise(1, GaussStd=0.3)
+    a = run_cohort(base(mnist_root, tmp_path / "a", epochs=2),
+                   [layer_wise(1, GaussStd=0.1), me, layer_wise(3, GaussStd=0.3), {}],
+                   progress=False)
+    b = run_cohort(base(mnist_root, tmp_path / "b", epochs=2),
+                   [me, layer_wise(1, "GaussMul", GaussStd=0.5), layer_wise(0, GaussStd=0.3),
+                    layer_wise(1, GaussStd=0.2), layer_wise(5, GaussStd=0.3)], progress=False)
+    mine_a, mine_b = a["members"][1], b["members"][0]
+    assert mine_a["training_hash"] == mine_b["training_hash"]
+    net = prepare(validate_members(base(mnist_root, tmp_path, epochs=2), [me])[0].config).model
+    # its own generator: the same draws, so the same model up to float rounding
+    assert_close_to_single(mine_a, mine_b, pre_bn_biases(net))
+    # while another σ at the same site trained another model
+    other = state_of(a["members"][0])["fc2.weight"]
+    assert not torch.allclose(other, state_of(mine_a)["fc2.weight"], atol=1e-3)

@@ -15,9 +15,11 @@ kept, and every member trains that epoch on them. Two strategies (``cohort.strat
 - ``vectorised``: the members as one network (:mod:`util.engine.stacked`), in chunks of at
   most ``cohort.max_members`` (``auto``: what fits in half the free memory). Each member ends
   the epoch with the weights, optimizer state, losses and accuracies of its single run up to
-  float rounding (batched kernels sum in another order) and its own noise draws (independent
-  across members, seeded per chunk and epoch); the rest of the epoch (scheduler, divergence
-  check, evaluation, history, checkpoint) is the single run's :func:`end_epoch`.
+  float rounding (batched kernels sum in another order) and noise drawn from its own
+  generator (seeded by its training hash and the epoch: independent across members, and the
+  same whichever members share its chunk; other values than its single run's draws, from
+  the same distribution); the rest of the epoch (scheduler, divergence check, evaluation,
+  history, checkpoint) is the single run's :func:`end_epoch`.
 - ``auto`` (default): vectorised on a GPU (small models leave it idle one at a time);
   on a CPU vectorised only for networks without convolutions and chunks of at least
   :data:`CPU_MIN_VECTORISED` members (oneDNN's grouped convolutions are slower than K plain
@@ -34,32 +36,38 @@ its oldest member's epoch), so a rerun ends with the metrics of an uninterrupted
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from data import resolve_name
 
+from ..artifacts import atomic_write_text
 from ..cluster import data_root
-from ..config import (ConfigError, ValidatedConfig, member_configs, parse_cohort,
+from ..config import (ConfigError, ValidatedConfig, member_configs, parse_cohort, to_plain,
                       validate_config)
 from .checkpoints import (drop_older_checkpoints, epoch_checkpoint, find_trained_checkpoint,
                           latest_checkpoint, training_lock)
 from .experiment import (MetricLogger, Prepared, Training, begin_training, end_epoch,
                          finish_training, load_dataset, obtain_trained_model, prepare,
                          result_of, run_epoch)
-from .seeding import seed_torch
+from .seeding import derive_seed
 from .stacked import (NotStackable, StackedNetwork, stack_adam, train_epoch_stacked,
                       unstack_adam)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SHARED", "CPU_MIN_VECTORISED", "validate_members", "choose_strategy",
-           "plan_chunks", "run_cohort"]
+           "plan_chunks", "run_cohort", "cohort_document", "HISTORY_SECTIONS"]
+
+#: the per-epoch lists of a member's result, kept out of a cohort's stored document
+HISTORY_SECTIONS = ("training", "validation", "test", "epoch_seconds")
 
 #: on a CPU, ``auto`` vectorises only chunks of at least this many members (below it the
 #: stacked network's extra bookkeeping outweighs the batched matmuls: benchmarks/bench_cohort.py)
@@ -231,10 +239,11 @@ def _vectorised_epoch(chunk: list[tuple[int, Training]], epoch: int, batches, *,
     :func:`end_epoch`; their previous checkpoints go only when all new ones are written."""
     t0 = time.perf_counter()
     ts = [t for _, t in chunk]
-    net = StackedNetwork([t.p.model for t in ts])
+    device = ts[0].p.device
+    generators = [torch.Generator(device=device).manual_seed(
+        derive_seed(t.p.vc.train_seed, "train", epoch, "member", t.p.training_hash)) for t in ts]
+    net = StackedNetwork([t.p.model for t in ts], generators)
     opt = stack_adam(net, [t.optimizer for t in ts])
-    vc = ts[0].p.vc
-    seed_torch(vc.train_seed, "train", epoch, "cohort", tuple(t.p.training_hash for t in ts))
     results = train_epoch_stacked(net, opt, batches, ts[0].p.criterion.weight,
                                   [t.p.vc.weight_clamping for t in ts])
     net.unstack()
@@ -355,3 +364,25 @@ def run_cohort(config: Mapping[str, Any], members: list[Mapping[str, Any]] | Non
                        "epoch_seconds": [round(s, 3) for s in epoch_seconds],
                        "seconds": round(time.perf_counter() - t_start, 3),
                        "device": str(device)}}
+
+
+def cohort_document(result: Mapping[str, Any], configs: Sequence[Mapping[str, Any]],
+                    artifact_dir) -> dict[str, Any]:
+    """The stored result of a cohort run (one sacred run / MongoDB document for the whole
+    cohort): per member its config and its single-run result without the per-epoch lists
+    (``final`` holds the final metrics), and ``artifacts.histories``, a JSON file under
+    ``artifact_dir`` with every member's per-epoch lists. The document grows by a couple of
+    kilobytes per member whatever the number of epochs, far below MongoDB's 16 MB limit for
+    any cohort a shipped YAML makes (tests/test_cohort_document.py)."""
+    histories, members = [], []
+    for i, (member, config) in enumerate(zip(result["members"], configs)):
+        histories.append({k: member[k] for k in HISTORY_SECTIONS if k in member})
+        compact = {k: v for k, v in member.items() if k not in HISTORY_SECTIONS}
+        compact["config"] = to_plain(dict(config))
+        compact["member"] = i
+        members.append(compact)
+    path = Path(artifact_dir) / "histories.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(histories))
+    return {"members": members, "cohort": dict(result["cohort"]),
+            "artifacts": {"histories": str(path)}}

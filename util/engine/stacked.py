@@ -14,7 +14,8 @@ computes what the K members' own passes compute on the same batch:
   any layer with parameters or noise) stays shared, without a member dimension;
 - every noise site applies each member's own noise config, repetition and enable flags to that
   member's block only (:class:`StackedNoise`); members without noise there are passed through
-  untouched. Draws are independent across members.
+  untouched. Draws are independent across members; with a generator per member (what a
+  cohort gives) a member's draws do not depend on which members share its network.
 
 :func:`stack_adam` / :func:`unstack_adam` move the members' Adam states in and out (Adam is
 elementwise, so one Adam over the stacked tensors is K Adams), :meth:`StackedNetwork.unstack`
@@ -217,9 +218,11 @@ class StackedNoise(nn.Module):
     untouched blocks and the noisy runs. A cohort orders its members by their noisy sites, so
     the layer-wise case (one noisy site per member) is one run per site."""
 
-    def __init__(self, ops: Sequence[NoiseOperator]):
+    def __init__(self, ops: Sequence[NoiseOperator],
+                 generators: Sequence[torch.Generator] | None = None):
         super().__init__()
         self.k = len(ops)
+        self.generators = generators
         self.plans = [_plan(op.config, op.repetition) for op in ops]
         self.runs: list[tuple[str, int, int]] = []   # (kind, first member, end member)
         for i, plan in enumerate(self.plans):
@@ -232,11 +235,33 @@ class StackedNoise(nn.Module):
             else:
                 self.runs.append((kind, i, i + 1))
 
+    def _normal(self, x, a, block, sigmas):
+        """z ~ N(0, 1) shaped like ``x`` (the blocks of members a, a+1, ...; ``sigmas``: the
+        σ each block's z is scaled by): from each member's own generator when the network has
+        them, so that a member's draws do not depend on which members share its network (a
+        block with σ = 0 draws nothing)."""
+        if self.generators is None:
+            return fast_rng.normal_like(x)
+        z = torch.empty_like(x)
+        for j, sigma in enumerate(sigmas):
+            part = z.narrow(1, j * block, block)
+            if sigma:   # drawn contiguous: the same values whatever the view's strides
+                part.copy_(torch.randn(part.shape, generator=self.generators[a + j],
+                                       dtype=x.dtype, device=x.device))
+            else:
+                part.zero_()
+        return z
+
     def _noisy(self, x, kind, a, b, block, numel):
         """The noise of members a..b-1 applied to their blocks ``x`` (dim 1: b-a blocks)."""
         if kind == "loop":
             _, config, repetition = self.plans[a]
-            return apply_noise(x, config, repetition)
+            if self.generators is None:
+                return apply_noise(x, config, repetition)
+            seed = int(torch.randint(2 ** 62, (), generator=self.generators[a]))
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                return apply_noise(x, config, repetition)
         rows = []
         for _, mu_m, s_m, mu_a, s_a, norm in self.plans[a:b]:
             scale = 1.0 / numel if norm else 1.0
@@ -249,11 +274,11 @@ class StackedNoise(nn.Module):
             return values.repeat_interleave(block).view(shape)
         mul = add = None
         if any(r[1] for r in rows):
-            mul = column(0) + column(1) * fast_rng.normal_like(x)
+            mul = column(0) + column(1) * self._normal(x, a, block, [r[1] for r in rows])
         elif any(r[0] != 1.0 for r in rows):
             mul = column(0)
         if any(r[3] for r in rows):
-            add = column(2) + column(3) * fast_rng.normal_like(x)
+            add = column(2) + column(3) * self._normal(x, a, block, [r[3] for r in rows])
         elif any(r[2] for r in rows):
             add = column(2)
         if kind == "affine":   # x·m + a
@@ -287,7 +312,10 @@ class StackedNetwork(nn.Module):
     """K members' networks (of one architecture) as one network; ``forward(x)`` on a batch
     the members share gives their logits as ``(B, K, classes)``."""
 
-    def __init__(self, nets: Sequence[nn.Module]):
+    def __init__(self, nets: Sequence[nn.Module],
+                 generators: Sequence[torch.Generator] | None = None):
+        """``generators``: one per member, the source of its noise (None: torch's global
+        generator, one draw per run of neighbouring members)."""
         super().__init__()
         if not nets:
             raise ValueError("a stacked network needs at least one member")
@@ -306,7 +334,7 @@ class StackedNetwork(nn.Module):
             mods = [list(n.children())[j] for n in nets]
             m = mods[0]
             if isinstance(m, NoiseOperator):
-                layers.append(StackedNoise(mods))
+                layers.append(StackedNoise(mods, generators))
             elif type(m) is nn.Conv2d:
                 layers.append(StackedConv2d(mods))
             elif type(m) is nn.Linear:
