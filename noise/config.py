@@ -19,6 +19,14 @@ Formulas (z, z1, z2 ~ N(0, 1) i.i.d. per element, redrawn on every forward):
 ``GaussCombined_direct`` as ``GaussCombined`` with σm, σa given directly
 ``NoNoise``              x
 =======================  ============================================================
+
+Relative σ (``sigma_relative_to: rms``, every type; default ``none``: σ is absolute): the
+*additive* σ's are given in units of the site's clean activation RMS, so that a σ is a
+noise-to-signal ratio, comparable across sites and models. At a site of calibrated clean RMS
+ρ (:mod:`noise.calibration`) the noise applied is that of :meth:`NoiseConfig.absolute`:
+σ_add·ρ, while a multiplicative σ is left as it is, since it is relative to the signal
+already (the noise x·σ·z has std σ·ρ over the site); means are never scaled. So for
+``GaussAdd`` and ``GaussMul`` (μ = 1) alike the realised noise std over the site is σ·ρ.
 """
 from __future__ import annotations
 
@@ -31,8 +39,12 @@ from typing import Any, ClassVar, Mapping
 __all__ = [
     "NoiseConfig", "NoNoise", "GaussAdd", "GaussMul", "GaussCombined", "GaussCombined_direct",
     "NOISE_TYPES", "parse_noise_config", "noise_config_to_dict", "validate_repetition",
-    "FLOAT32_MAX", "check_finite_float32",
+    "FLOAT32_MAX", "check_finite_float32", "SIGMA_RELATIVE_TO",
 ]
+
+#: The values of ``sigma_relative_to``: ``none`` (σ absolute) or ``rms`` (σ in units of the
+#: site's calibrated clean activation RMS).
+SIGMA_RELATIVE_TO = ("none", "rms")
 
 #: The largest finite float32 (``torch.finfo(torch.float32).max``): noise parameters, learning
 #: rates and clamping bounds beyond it become inf in the model's precision.
@@ -91,11 +103,16 @@ class NoiseConfig:
         enable_in_eval: apply the noise while the module is in eval mode.
         normalize_to_input_size: divide every σ by the number of elements of one sample at
             the site (the paper's option for comparing sites of different widths).
+        sigma_relative_to: ``none`` (σ absolute) or ``rms``: every additive σ is in units of
+            the site's calibrated clean activation RMS (see the module docstring and
+            :meth:`absolute`). Left out of :func:`noise_config_to_dict` at ``none``, so the
+            hashes of configs without it stay as they were.
     """
 
     enable_in_training: bool = True
     enable_in_eval: bool = True
     normalize_to_input_size: bool = False
+    sigma_relative_to: str = "none"
 
     #: Fields that are standard deviations or amplitudes (must be >= 0).
     _non_negative: ClassVar[tuple[str, ...]] = ()
@@ -105,7 +122,11 @@ class NoiseConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("bool", bool):
+            if f.name == "sigma_relative_to":
+                if not isinstance(value, str) or value not in SIGMA_RELATIVE_TO:
+                    raise ValueError(f"noise key 'sigma_relative_to' must be one of "
+                                     f"{list(SIGMA_RELATIVE_TO)}, got {value!r}")
+            elif f.type in ("bool", bool):
                 value = _as_bool(f.name, value)
             else:
                 value = _as_float(
@@ -129,8 +150,30 @@ class NoiseConfig:
         return enabled and not self.is_noiseless
 
     def std_pair(self) -> tuple[float, float]:
-        """(σ_add, σ_mul): the additive and multiplicative standard deviations."""
+        """(σ_add, σ_mul): the additive and multiplicative standard deviations (as
+        configured: relative ones for ``sigma_relative_to: rms``)."""
         return 0.0, 0.0
+
+    @property
+    def is_relative(self) -> bool:
+        """Whether σ is relative to the site's clean RMS (needs a calibrated site)."""
+        return self.sigma_relative_to == "rms"
+
+    def absolute(self, rms: float | None) -> "NoiseConfig":
+        """The absolute config this one means at a site of clean activation RMS ``rms``:
+        itself when σ is absolute; else every additive σ times ``rms`` (multiplicative σ's
+        and the means unchanged; ``GaussCombined`` becomes the ``GaussCombined_direct`` of
+        its two σ's). ``rms`` may be None only for an absolute config."""
+        if not self.is_relative:
+            return self
+        if rms is None:
+            raise ValueError("a noise config with sigma_relative_to='rms' needs the site's "
+                             "calibrated clean RMS (noise.calibration.calibrate)")
+        rms = check_finite_float32("the calibrated clean RMS", rms)
+        return self._scaled_additive(rms)
+
+    def _scaled_additive(self, rms: float) -> "NoiseConfig":
+        return dataclasses.replace(self, sigma_relative_to="none")
 
 
 @register_noise_type
@@ -159,6 +202,9 @@ class GaussAdd(NoiseConfig):
 
     def std_pair(self):
         return self.GaussStd, 0.0
+
+    def _scaled_additive(self, rms):
+        return dataclasses.replace(self, GaussStd=self.GaussStd * rms, sigma_relative_to="none")
 
 
 @register_noise_type
@@ -218,6 +264,14 @@ class GaussCombined(_CombinedBase):
     def std_pair(self):
         return self.StdAmplitude * self.StdRatio, self.StdAmplitude * (1.0 - self.StdRatio)
 
+    def _scaled_additive(self, rms):
+        s_add, s_mul = self.std_pair()
+        return GaussCombined_direct(
+            enable_in_training=self.enable_in_training, enable_in_eval=self.enable_in_eval,
+            normalize_to_input_size=self.normalize_to_input_size,
+            GaussMeanMul=self.GaussMeanMul, GaussMeanAdd=self.GaussMeanAdd,
+            FirstMulThenAdd=self.FirstMulThenAdd, GaussStdMul=s_mul, GaussStdAdd=s_add * rms)
+
 
 @register_noise_type
 @dataclass(frozen=True)
@@ -234,6 +288,10 @@ class GaussCombined_direct(_CombinedBase):  # noqa: N801 - the paper's name
 
     def std_pair(self):
         return self.GaussStdAdd, self.GaussStdMul
+
+    def _scaled_additive(self, rms):
+        return dataclasses.replace(self, GaussStdAdd=self.GaussStdAdd * rms,
+                                   sigma_relative_to="none")
 
 
 def _field_names(cls) -> list[str]:
@@ -274,9 +332,12 @@ def parse_noise_config(d: Mapping[str, Any] | NoiseConfig | None) -> NoiseConfig
 
 
 def noise_config_to_dict(config: NoiseConfig) -> dict[str, Any]:
-    """The YAML-style dict of ``config`` (inverse of :func:`parse_noise_config`)."""
+    """The YAML-style dict of ``config`` (inverse of :func:`parse_noise_config`);
+    ``sigma_relative_to`` only where it is not ``none`` (hashes of older configs unchanged)."""
     out: dict[str, Any] = {"noise_type": config.noise_type}
     out.update(dataclasses.asdict(config))
+    if out["sigma_relative_to"] == "none":
+        del out["sigma_relative_to"]
     return out
 
 

@@ -12,6 +12,12 @@ formula that is affine in the noise (additive, multiplicative, combined multiply
 average of R i.i.d. Gaussian draws is itself Gaussian with σ/√R, so we draw once with σ/√R:
 the same distribution, exactly, at the cost of one draw. Combined add-then-multiply has a
 product of two noise terms; there we really draw R times and average.
+
+Relative σ (``sigma_relative_to: rms``): the operator holds its site's calibrated clean
+activation RMS (:attr:`NoiseOperator.rms`, set by :func:`noise.calibration.calibrate`; None
+until then) and applies :attr:`NoiseOperator.effective_config`, the config made absolute with
+it, on every path (plain, in place, fused with the ReLU, and the cohort's stacked noise). A
+relative config on an uncalibrated operator fails on its first noisy forward.
 """
 from __future__ import annotations
 
@@ -97,13 +103,38 @@ class NoiseOperator(nn.Module):
     """Applies a noise config to its input, according to train/eval mode.
 
     The config and repetition can be swapped at any time (``op.config = ...``) without
-    rebuilding the model; the walking sweep relies on that.
+    rebuilding the model; the walking sweep relies on that. The calibrated clean RMS
+    (:attr:`rms`) belongs to the site and stays when the config changes.
     """
 
     def __init__(self, config: NoiseConfig | dict | None = None, repetition: int = 1):
         super().__init__()
+        self.rms = None
         self.config = config
         self.repetition = repetition
+
+    @property
+    def rms(self) -> float | None:
+        """The site's calibrated clean activation RMS (None: not calibrated); the unit of a
+        relative σ (``sigma_relative_to: rms``)."""
+        return self.__dict__.get("_rms")
+
+    @rms.setter
+    def rms(self, value: float | None):
+        self.__dict__["_rms"] = None if value is None else float(value)
+        self._plan()
+
+    @property
+    def effective_config(self) -> NoiseConfig:
+        """The config as applied: absolute σ's (a relative config times :attr:`rms`).
+        Raises ``RuntimeError`` for a relative config on an uncalibrated site."""
+        effective = self.__dict__.get("_effective")
+        if effective is None:
+            raise RuntimeError(
+                f"noise {self._config.noise_type} has sigma_relative_to='rms' but its site has "
+                "no calibrated clean RMS; calibrate the model first "
+                "(noise.calibration.calibrate(model, noise.calibration.site_rms(model, batches)))")
+        return effective
 
     @property
     def config(self) -> NoiseConfig:
@@ -129,6 +160,9 @@ class NoiseOperator(nn.Module):
         c, r = self.__dict__.get("_config"), self.__dict__.get("_repetition")
         self._plain_add = None
         self._active = (c.active(False), c.active(True)) if c is not None else (False, False)
+        # a relative config without a calibration has no effective config: forward() raises
+        c = self.__dict__["_effective"] = (
+            None if c is None or (c.is_relative and self.rms is None) else c.absolute(self.rms))
         if (r is not None and type(c) is GaussAdd and c.GaussStd > 0
                 and not c.normalize_to_input_size):
             self._plain_add = (c.GaussStd / math.sqrt(r), c.GaussMean)
@@ -138,7 +172,7 @@ class NoiseOperator(nn.Module):
             return x
         if self._plain_add is not None:
             return fast_rng.add_noise(x, *self._plain_add, overwrite=True)
-        return apply_noise(x, self._config, self._repetition, overwrite=True)
+        return apply_noise(x, self.effective_config, self._repetition, overwrite=True)
 
     def relu_then(self, x: torch.Tensor) -> torch.Tensor:
         """``self(torch.relu(x))`` with the same values, gradients and draw from the
@@ -155,7 +189,9 @@ class NoiseOperator(nn.Module):
         from .config import noise_config_to_dict
         defaults = noise_config_to_dict(type(self._config)())
         shown = [f"{k}={v}" for k, v in noise_config_to_dict(self._config).items()
-                 if k != "noise_type" and v != defaults[k]]
+                 if k != "noise_type" and v != defaults.get(k)]
+        if self.rms is not None and self._config.is_relative:
+            shown.append(f"rms={self.rms:.4g}")
         if self._repetition != 1:
             shown.append(f"R={self._repetition}")
         return f"{self._config.noise_type}({', '.join(shown)})"

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from noise import fast_rng
 from noise.config import GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig
 from noise.operator import NoiseOperator, apply_noise
+from noise.weights import has_weight_noise
 
 __all__ = ["NotStackable", "StackedNetwork", "StackedNoise", "stack_adam", "unstack_adam",
            "train_epoch_stacked"]
@@ -223,7 +224,9 @@ class StackedNoise(nn.Module):
         super().__init__()
         self.k = len(ops)
         self.generators = generators
-        self.plans = [_plan(op.config, op.repetition) for op in ops]
+        # a relative σ (sigma_relative_to: rms) as the operator applies it: times its site's RMS
+        self.plans = [_plan(op.effective_config if op.config.active(True) else op.config,
+                            op.repetition) for op in ops]
         self.runs: list[tuple[str, int, int]] = []   # (kind, first member, end member)
         for i, plan in enumerate(self.plans):
             kind = plan[0]
@@ -322,6 +325,9 @@ class StackedNetwork(nn.Module):
         if not all(isinstance(n, nn.Sequential) and hasattr(n, "noise_sites") for n in nets):
             raise NotStackable("only the networks of models' builder (a sequence of layers "
                                "with their noise operators) are stackable")
+        if any(has_weight_noise(n) for n in nets):
+            raise NotStackable("weight noise (weight_noise) is not vectorised: a member with "
+                               "it trains member-serial")
         k = len(nets)
         names = list(nets[0]._modules)
         for n in nets[1:]:
