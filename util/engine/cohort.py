@@ -54,8 +54,8 @@ from ..config import (ConfigError, ValidatedConfig, member_configs, parse_cohort
                       validate_config)
 from .checkpoints import (drop_older_checkpoints, epoch_checkpoint, find_trained_checkpoint,
                           latest_checkpoint, training_lock)
-from .experiment import (MetricLogger, Prepared, Training, begin_training, end_epoch,
-                         finish_training, load_dataset, obtain_trained_model, prepare,
+from .experiment import (MetricLogger, Prepared, Training, begin_training, calibrate_epoch,
+                         end_epoch, finish_training, load_dataset, obtain_trained_model, prepare,
                          result_of, run_epoch)
 from .seeding import derive_seed
 from .stacked import (NotStackable, StackedNetwork, stack_adam, train_epoch_stacked,
@@ -242,6 +242,8 @@ def _vectorised_epoch(chunk: list[tuple[int, Training]], epoch: int, batches, *,
     device = ts[0].p.device
     generators = [torch.Generator(device=device).manual_seed(
         derive_seed(t.p.vc.train_seed, "train", epoch, "member", t.p.training_hash)) for t in ts]
+    for t in ts:
+        calibrate_epoch(t)   # relative training σ: each member's site RMS, as run_epoch does
     net = StackedNetwork([t.p.model for t in ts], generators)
     opt = stack_adam(net, [t.optimizer for t in ts])
     results = train_epoch_stacked(net, opt, batches, ts[0].p.criterion.weight,

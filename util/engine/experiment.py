@@ -22,6 +22,11 @@ One config, one answer: the evaluation after epoch ``e`` (0-based) is seeded by
 ``seed_torch(seed, "eval", e)``, and a run that did not measure its final metrics itself (a
 reused model, or one trained by a config with other evaluation noise) evaluates with the seed of
 the checkpoint's last epoch, so ``final`` is the same whether a run trained, resumed or reused.
+
+Relative σ (``sigma_relative_to: rms``, :mod:`util.engine.calibration`): the model is
+calibrated at the start of every epoch for relative training noise (each epoch's site RMS go
+into the checkpoints' and the result's ``training_calibration``) and before every evaluation
+for relative evaluation noise (the final one is the result's ``calibration``).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from ..artifacts import load_torch, save_torch, verify
 from ..cluster import artifact_root, data_root, ensure_writable_dir
 from ..config import (ValidatedConfig, config_hash, eval_noise_hash, training_hash,
                       validate_config)
+from .calibration import calibrate_for_eval, calibrate_for_training
 from .checkpoints import (find_trained_checkpoint, latest_checkpoint, point_last_at,
                           save_epoch_checkpoint, training_lock)
 from .loops import best_device, clamp_weights, evaluate, non_finite, train_epoch
@@ -89,11 +95,14 @@ class TrainOutcome:
     training_noise_generator: str | None = None
     #: the path of a corrupt ``final.pt`` this run replaced
     replaced_corrupt_checkpoint: str | None = None
+    #: relative training noise: ``{"rms": [per epoch: one RMS per site], "batches": n}``
+    training_calibration: dict | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], **kw) -> "TrainOutcome":
         return cls(state["history"], epochs=int(state["epoch"]), diverged=state.get("diverged"),
-                   training_noise_generator=state.get("noise_generator"), **kw)
+                   training_noise_generator=state.get("noise_generator"),
+                   training_calibration=state.get("training_calibration"), **kw)
 
 
 def _match_slurm_cpus() -> None:
@@ -176,6 +185,8 @@ class Training:
     generator: str | None
     test_loader: Any
     epoch_seconds: list[float] = field(default_factory=list)
+    #: relative training noise: each epoch's calibration (see :class:`TrainOutcome`)
+    training_calibration: dict | None = None
 
     @property
     def done(self) -> bool:
@@ -193,7 +204,7 @@ def begin_training(p: Prepared, *, resume_from: Path | None = None) -> Training:
     scheduler = None
     if p.vc.optimizer.lr_scheduler == "CosineAnnealingLR":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history, start, own, diverged = _empty_history(), 0, True, None
+    history, start, own, diverged, calibration = _empty_history(), 0, True, None, None
     my_eval = eval_noise_hash(p.vc)
     generator = generator_name(p.device) if p.vc.noisy_training else None
     last = resume_from or latest_checkpoint(p.checkpoint_dir)
@@ -207,6 +218,7 @@ def begin_training(p: Prepared, *, resume_from: Path | None = None) -> Training:
             history, start = state["history"], int(state["epoch"])
             own = state.get("eval_noise_hash") == my_eval
             diverged = state.get("diverged")
+            calibration = state.get("training_calibration")
             log.info("resuming from %s after epoch %d of %d", last, start, epochs)
             earlier = state.get("noise_generator", generator)  # (unrecorded in old files)
             if start < epochs and diverged is None and earlier != generator:
@@ -216,7 +228,17 @@ def begin_training(p: Prepared, *, resume_from: Path | None = None) -> Training:
     if clamp is not None and start == 0:
         clamp_weights(p.model, *clamp)
     return Training(p, optimizer, scheduler, history, start, own, diverged, my_eval, generator,
-                    p.dataset.test_loader(p.device))
+                    p.dataset.test_loader(p.device), training_calibration=calibration)
+
+
+def calibrate_epoch(t: Training) -> None:
+    """Relative training noise: calibrate ``t``'s model as it starts an epoch and record it
+    (every epoch path calls this before its training steps)."""
+    cal = calibrate_for_training(t.p)
+    if cal is not None:
+        t.training_calibration = {
+            "rms": [*(t.training_calibration or {}).get("rms", []), cal["rms"]],
+            "batches": cal["batches"]}
 
 
 def run_epoch(t: Training, epoch: int, batches, *, log_metric: MetricLogger | None = None,
@@ -226,6 +248,7 @@ def run_epoch(t: Training, epoch: int, batches, *, log_metric: MetricLogger | No
     ``t0``: when the epoch's work began (default: now)."""
     p, epochs = t.p, t.p.vc.general.num_epochs
     t0 = time.perf_counter() if t0 is None else t0
+    calibrate_epoch(t)
     seed_torch(p.vc.train_seed, "train", epoch)
     tr_loss, tr_acc = train_epoch(p.model, batches, t.optimizer, p.criterion,
                                   clamp=p.vc.weight_clamping, progress=progress,
@@ -249,6 +272,7 @@ def end_epoch(t: Training, epoch: int, tr_loss: float, tr_acc: float, *,
         log.warning("training diverged in epoch %d/%d: the %s became non-finite; stopping "
                     "(the checkpoint and the result are marked 'diverged')",
                     epoch + 1, epochs, "training loss" if what == "loss" else "weights")
+    calibrate_for_eval(p)
     seed_torch(p.vc.seed, "eval", epoch)
     va_loss, va_acc = evaluate(p.model, p.dataset.val_loader(p.device), p.criterion)
     values = {"training.loss": tr_loss, "training.accuracy": tr_acc,
@@ -269,7 +293,8 @@ def end_epoch(t: Training, epoch: int, tr_loss: float, tr_acc: float, *,
         "scheduler_state": t.scheduler.state_dict() if t.scheduler else None,
         "history": t.history, "config": p.vc.config,
         "eval_noise_hash": t.my_eval if t.own else None,
-        "diverged": t.diverged, "noise_generator": t.generator})
+        "diverged": t.diverged, "noise_generator": t.generator,
+        "training_calibration": t.training_calibration})
 
 
 def finish_training(t: Training) -> TrainOutcome:
@@ -357,6 +382,7 @@ def result_of(p: Prepared, outcome: TrainOutcome, t0: float, *,
     ``p``'s evaluation noise where its history was not measured so; ``t0``: when the run
     began."""
     history = {k: list(v) for k, v in outcome.history.items()}
+    calibration = calibrate_for_eval(p)  # the trained model's (what its last evaluation used)
     if not outcome.trained or not outcome.history_is_own:
         # the model was trained (at least in part) by another config or run: evaluate it under
         # this config's evaluation noise, seeded as its last epoch's evaluation would be
@@ -371,7 +397,9 @@ def result_of(p: Prepared, outcome: TrainOutcome, t0: float, *,
             for k in HISTORY_KEYS[2:]:
                 if history.get(k):
                     log_metric(k, history[k][-1], 0)
-    return build_result(p, outcome, history, time.perf_counter() - t0)
+    result = build_result(p, outcome, history, time.perf_counter() - t0)
+    result["calibration"] = calibration
+    return result
 
 
 def build_result(p: Prepared, outcome: TrainOutcome, history: dict[str, list[float]],
@@ -401,5 +429,6 @@ def build_result(p: Prepared, outcome: TrainOutcome, history: dict[str, list[flo
         "noise_generator": generator_name(p.device),
         "training_noise_generator": outcome.training_noise_generator,
         "replaced_corrupt_checkpoint": outcome.replaced_corrupt_checkpoint,
+        "training_calibration": outcome.training_calibration,
     })
     return result

@@ -36,6 +36,7 @@ from noise.config import noise_config_to_dict
 
 from ..artifacts import load_torch
 from ..config import ConfigError, WALK_DEFAULTS, grid_members, validate_config
+from .calibration import calibrate_for_eval, calibrate_for_walk
 from .cohort import run_cohort, validate_members
 from .experiment import MetricLogger, build_result, obtain_trained_model, prepare
 from .loops import evaluate
@@ -94,6 +95,7 @@ def run_noisy_training_walk(config: Mapping[str, Any], *, run_store=None, db_col
                                    log_metric=log_metric, progress=progress)
     loader = eval_loader(p)
     clean_settings = w if w.sigma_factors is None else dataclasses.replace(w, search="midpoint")
+    calibration = calibrate_for_walk(p, w)   # relative σ: the clean model's site RMS
     clean = walk_model(p.model, loader, p.criterion, clean_settings, seed=vc.seed,
                        num_classes=p.dataset.num_classes, device=p.device,
                        site_names=vc.site_names, progress=progress)
@@ -156,7 +158,7 @@ def run_noisy_training_walk(config: Mapping[str, Any], *, run_store=None, db_col
                  "sigma_factors": list(w.sigma_factors) if w.sigma_factors else None,
                  "clean_search": clean_settings.search},
         "noisy_training": {"members": lines, "cohort": cohort["cohort"]},
-        "conf_name": vc.conf_name,
+        "conf_name": vc.conf_name, "calibration": calibration,
     })
     result["artifacts"]["evaluations"] = write_evaluations(vc, records)
     return result
@@ -168,6 +170,7 @@ def _redraws(mvc, checkpoint: str, clean_p, loader, site: int, sigma: float, rep
     repeat a new draw (seeded ``(seed, "walk", site, σ, repeat)``); (accuracy, loss) each."""
     mp = prepare(mvc.config, vc=mvc, dataset=clean_p.dataset)
     mp.model.load_state_dict(load_torch(checkpoint, map_location=mp.device)["model_state"])
+    calibrate_for_eval(mp)   # relative σ: the member's own site RMS, as its final evaluation
     out = []
     for rep in range(1, repeats):
         seed_torch(mvc.seed, "walk", site, sigma, rep)

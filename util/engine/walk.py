@@ -16,6 +16,10 @@ where small forwards are bound by kernel launches.
 
 ``search='grid'`` evaluates every σ of ``sigmas``; ``search='midpoint'`` finds σ_mid per site
 by bracketing and bisection in log σ (at most ``max_evals`` σ values per site).
+
+With ``walk.params: {sigma_relative_to: rms}`` every σ is relative to its site's clean RMS,
+calibrated on the trained model before the sweep (:mod:`util.engine.calibration`; the result's
+``calibration``): σ_mid is then a noise-to-signal ratio.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from noise.placement import configure
 from ..artifacts import atomic_write_bytes, safe_path
 from ..cluster import artifact_root
 from ..config import ConfigError, WalkSettings, config_hash, validate_config
+from .calibration import calibrate_for_walk
 from .experiment import build_result, obtain_trained_model, prepare
 from .loops import correct_predictions
 from .midpoint import midpoint
@@ -287,12 +292,14 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     outcome = obtain_trained_model(p, run_store=run_store, db_collection=db_collection,
                                    log_metric=log_metric, progress=progress)
     loader = eval_loader(p)
+    calibration = calibrate_for_walk(p, vc.walk)
     walked = walk_model(p.model, loader, p.criterion, vc.walk, seed=vc.seed,
                         num_classes=p.dataset.num_classes, device=p.device,
                         site_names=vc.site_names, progress=progress)
     result = build_result(p, outcome, {k: list(v) for k, v in outcome.history.items()},
                           time.perf_counter() - t0)
     result.update(walked)
+    result["calibration"] = calibration
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
                       "eval_split": vc.walk.eval_split}
