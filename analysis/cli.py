@@ -2,6 +2,7 @@
 
     python -m analysis results runs/                      # the tidy table as CSV
     python -m analysis table   my_collection              # σ_mid per site (CSV + printed)
+    python -m analysis table   runs/ --ci                 # ... with 95 % bootstrap intervals
     python -m analysis plot    runs/ --where conf_name=LeNet5-BN
     python -m analysis weights runs/                      # weight statistics, clean vs noisy
     python -m analysis plan    my_collection --where conf_name=LeNet5 \\
@@ -29,6 +30,7 @@ import warnings
 from typing import Sequence
 
 from .commands import cmd_plan, cmd_plot, cmd_results, cmd_table, cmd_weights
+from .uncertainty import DEFAULT_LEVEL, DEFAULT_N_BOOT
 
 __all__ = ["build_parser", "main"]
 
@@ -76,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     midpoint_options(p)
     p.add_argument("--by", nargs="+", metavar="COLUMN",
                    help="columns that name one curve (default: analysis.results.CURVE_COLUMNS)")
+    p.add_argument("--ci", action="store_true",
+                   help="add a bootstrap confidence interval of σ_mid (columns sigma_mid_low, "
+                   "sigma_mid_high), resampling evaluation draws and training seeds")
+    p.add_argument("--ci-level", type=float, default=DEFAULT_LEVEL,
+                   help=f"coverage of the interval (default {DEFAULT_LEVEL})")
+    p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                   help=f"bootstrap replicates per curve (default {DEFAULT_N_BOOT})")
+    p.add_argument("--ci-seed", type=int, default=0,
+                   help="seed of the resampling (default 0; the same seed, the same table)")
     p.add_argument("--out", help="CSV path (default <out-dir>/sigma_mid.csv)")
     p.set_defaults(func=cmd_table)
 

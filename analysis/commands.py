@@ -18,8 +18,8 @@ from .repetition import SCALINGS, repetition_plan
 from .results import (CONDITION_COLUMNS, condition_label, curve_points, describe_source,
                       iter_conditions, load_runs, parse_source, records_to_frame,
                       sigma_mid_per_site)
-from .tables import (apply_where, printed_sigma_mid, run_weight_tables, sigma_mid_notes,
-                     weight_summary)
+from .tables import (apply_where, interval_note, printed_sigma_mid, run_weight_tables,
+                     sigma_mid_notes, weight_summary)
 
 log = logging.getLogger("analysis")
 
@@ -90,7 +90,14 @@ def cmd_results(args) -> int:
 
 
 def _sigma_mid_table(df: pd.DataFrame, args) -> pd.DataFrame:
-    return sigma_mid_per_site(df, args.by or None, clean_accuracy=args.clean_accuracy)
+    if not getattr(args, "ci", False):
+        return sigma_mid_per_site(df, args.by or None, clean_accuracy=args.clean_accuracy)
+    if not 0 < args.ci_level < 1:
+        raise ValueError(f"--ci-level must be in (0, 1), e.g. 0.95; got {args.ci_level}")
+    if args.n_boot < 1:
+        raise ValueError(f"--n-boot must be >= 1, got {args.n_boot}")
+    return sigma_mid_per_site(df, args.by or None, clean_accuracy=args.clean_accuracy,
+                              ci=args.ci_level, n_boot=args.n_boot, ci_seed=args.ci_seed)
 
 
 def cmd_table(args) -> int:
@@ -102,7 +109,10 @@ def cmd_table(args) -> int:
     with pd.option_context("display.max_rows", 500, "display.width", 200,
                            "display.float_format", "{:.4g}".format):
         _say(printed_sigma_mid(table).to_string(index=False))
-    _say(*sigma_mid_notes(df, table), f"wrote {out}")
+    notes = sigma_mid_notes(df, table)
+    if getattr(args, "ci", False):
+        notes.append(interval_note(table, args.ci_level, args.n_boot))
+    _say(*notes, f"wrote {out}")
     return 0
 
 

@@ -82,6 +82,7 @@ import pandas as pd
 from util.config_paths import matches_query
 
 from .midpoint import midpoint_table
+from .uncertainty import DEFAULT_N_BOOT, group_seed, sigma_mid_interval
 
 log = logging.getLogger(__name__)
 
@@ -880,7 +881,8 @@ def _generator_label(rows: pd.DataFrame, desc: str) -> str | None:
 
 def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None, *,
                        clean_accuracy: float | None = None,
-                       repeat_col: str | None = "repeat_number") -> pd.DataFrame:
+                       repeat_col: str | None = "repeat_number", ci: float | None = None,
+                       n_boot: int = DEFAULT_N_BOOT, ci_seed: int = 0) -> pd.DataFrame:
     """σ_mid of every walking-noise curve of a :func:`load_results` table.
 
     Noise-free rows (``placement == 'none'``) are left out (they are the curves' clean
@@ -896,6 +898,11 @@ def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None
     not a group column, ``noise_generator``: the generator of the curve's points, or
     ``'a+b'`` when they mix generators (which also logs a warning: the noise generator is
     not a curve column, so a curve measured partly under each is still one curve).
+
+    With ``ci`` (a level, e.g. 0.95) also ``sigma_mid_low``, ``sigma_mid_high``: the
+    bootstrap interval of σ_mid over evaluation draws and training seeds (``repeat_col``)
+    from ``n_boot`` replicates (:func:`analysis.uncertainty.sigma_mid_interval`; each curve's
+    generator seeded by ``ci_seed`` and its key, so the table is reproducible).
 
     Raises:
         ValueError: no noisy rows, a curve without a clean accuracy (the message names it and
@@ -937,6 +944,17 @@ def sigma_mid_per_site(df: pd.DataFrame, group_cols: Sequence[str] | None = None
                  "n_left_out": int((~rows["_point"]).sum())}
         if "noise_generator" in rows.columns and "noise_generator" not in cols:
             extra["noise_generator"] = _generator_label(points, _describe_curve(cols, key))
+        if ci is not None:
+            try:
+                iv = sigma_mid_interval(
+                    points["sigma"], points["accuracy"], points["clean_accuracy"],
+                    float(points["chance"].mean()), level=ci, n_boot=n_boot,
+                    seeds=None if repeat_col is None else points[repeat_col],
+                    seed=group_seed(ci_seed, key))
+            except ValueError as exc:
+                raise ValueError(f"σ_mid per site: curve ({_describe_curve(cols, key)}): "
+                                 f"{exc}") from exc
+            extra.update(sigma_mid_low=iv.low, sigma_mid_high=iv.high)
         extras.append(extra)
     points = noisy[noisy["_point"]].drop(columns="_point")
     if points.empty:

@@ -18,12 +18,13 @@ from .weights import weight_tables
 log = logging.getLogger(__name__)
 
 __all__ = ["apply_where", "PRINTED_COLUMNS", "printed_sigma_mid", "sigma_mid_notes",
+           "interval_note",
            "WEIGHT_MODEL_COLUMNS", "run_weight_tables", "weight_summary"]
 
 #: The σ_mid table's columns as printed.
 PRINTED_COLUMNS = ["dataset", "conf_name", "noise_type", "std_ratio", "enable_in_training",
-                   "placement", "site_name", "sigma_mid", "kind", "non_monotone", "n_repeats",
-                   "log10_sigma_mid_std"]
+                   "placement", "site_name", "sigma_mid", "sigma_mid_low", "sigma_mid_high",
+                   "kind", "non_monotone", "n_repeats", "log10_sigma_mid_std"]
 #: What one weight table (and one histogram figure) is per: the trained architecture.
 WEIGHT_MODEL_COLUMNS = ["dataset", "model_class", "conf_name", "weight_clamping"]
 
@@ -120,6 +121,20 @@ def sigma_mid_notes(df: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             notes.append(f"note: {int(mixed.sum())} curves mix noise generators (column "
                          "noise_generator); --where noise_generator=... selects one")
     return notes
+
+
+def interval_note(table: pd.DataFrame, level: float, n_boot: int) -> str:
+    """What the interval columns of a σ_mid table with ``sigma_mid_low``/``_high`` mean, and
+    how many intervals have zero width."""
+    note = (f"note: sigma_mid_low, sigma_mid_high: {level * 100:g} % bootstrap interval "
+            f"({n_boot} replicates) over evaluation draws and training seeds; inf / 0 where "
+            "too many replicates missed the crossing")
+    flat = table["sigma_mid_low"] == table["sigma_mid_high"]
+    if flat.any():
+        note += (f"; {int(flat.sum())} intervals have zero width: nothing varied between "
+                 "their curves' draws and seeds (e.g. one seed, one draw per σ), so no spread "
+                 "was measured")
+    return note
 
 
 def _weight_label(row: pd.Series) -> str:
