@@ -1,7 +1,8 @@
 """Weight statistics per layer from a model's state_dict or checkpoint.
 
 Training under multiplicative noise can push a layer's weights towards two values ±c
-("self-binarisation"). :func:`binarisation_index` measures that per layer, and
+("self-binarisation"). :func:`binarisation_index` measures that per layer (with
+:func:`near_zero_share` for the mass near zero and Sarle's bimodality coefficient), and
 :func:`layer_weight_table` tabulates it with the other per-layer statistics, for comparing
 clean and noise-trained models (:func:`weight_tables`); :func:`layer_weight_table_or_nan` gives
 a table of NaNs for a model whose training diverged. :func:`mean_abs_bn_gamma` and
@@ -22,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .distribution import bimodality_coefficient
+
 log = logging.getLogger(__name__)
 
 #: Anything :func:`load_state_dict` accepts.
@@ -30,8 +33,11 @@ WeightSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 #: Fraction of max|w| above which a weight counts as "at the extremes".
 BINARISATION_THRESHOLD = 0.9
 
+#: Fraction of max|w| below which a weight counts as "near zero".
+NEAR_ZERO_THRESHOLD = 0.1
+
 TABLE_COLUMNS = ["layer", "kind", "shape", "n_weights", "mean_abs", "std", "max_abs",
-                 "binarisation_index"]
+                 "binarisation_index", "near_zero_share", "bimodality"]
 
 
 def load_state_dict(source: WeightSource) -> dict[str, torch.Tensor]:
@@ -118,12 +124,33 @@ def binarisation_index(weights, threshold: float = BINARISATION_THRESHOLD) -> fl
     return float(np.count_nonzero(w >= threshold * peak) / w.size)
 
 
+def near_zero_share(weights, threshold: float = NEAR_ZERO_THRESHOLD) -> float:
+    """Fraction of a layer's weights near zero: #{|w| < threshold · max|w|} / n, the other
+    end from :func:`binarisation_index` (default: within 10 % of max|w| from 0). A binarised
+    layer gives 0, a uniform one about ``threshold``, a Gaussian one of 10⁴ weights about 30 %.
+    NaN for an all-zero layer; ValueError for an empty or non-finite tensor or a threshold
+    outside (0, 1]."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    w = np.abs(np.asarray(weights, dtype=float).reshape(-1))
+    if w.size == 0:
+        raise ValueError("near_zero_share of an empty tensor")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weights contain NaN or infinite values")
+    peak = w.max()
+    if peak == 0:
+        return float("nan")
+    return float(np.count_nonzero(w < threshold * peak) / w.size)
+
+
 def layer_weight_table(source: WeightSource) -> pd.DataFrame:
     """One row per conv/linear layer, in state_dict order.
 
     Columns: ``layer`` (name without ``.weight``), ``kind`` ('conv' | 'linear'), ``shape``
     (tuple), ``n_weights``, ``mean_abs`` (mean |w|), ``std`` (population std of w),
-    ``max_abs`` (max |w|), ``binarisation_index`` (:func:`binarisation_index`).
+    ``max_abs`` (max |w|), ``binarisation_index`` (:func:`binarisation_index`),
+    ``near_zero_share`` (:func:`near_zero_share`), ``bimodality`` (Sarle's coefficient,
+    :func:`analysis.distribution.bimodality_coefficient`: 1/3 Gaussian, 1 binary).
     Raises ValueError if the state_dict holds no conv/linear weights.
     """
     state = load_state_dict(source)
@@ -139,6 +166,8 @@ def layer_weight_table(source: WeightSource) -> pd.DataFrame:
             "std": float(w.std()),
             "max_abs": float(np.abs(w).max()),
             "binarisation_index": binarisation_index(w),
+            "near_zero_share": near_zero_share(w),
+            "bimodality": bimodality_coefficient(w),
         })
     if not rows:
         raise ValueError(f"no conv/linear weights in this state_dict; keys: {sorted(state)[:10]}")
