@@ -191,3 +191,15 @@ def test_weight_table_has_bimodality_and_near_zero_share():
     assert g["bimodality"] == pytest.approx(1 / 3, abs=0.02) and b["bimodality"] > 0.99
     assert b["near_zero_share"] == 0.0 and 0.2 < g["near_zero_share"] < 0.4
     assert near_zero_share([0.0, 0.05, 0.1, 1.0]) == 0.5     # |w| < 0.1: 0 and 0.05
+
+
+def test_the_python_examples_of_docs_analysis_md_run(capsys):
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "docs" / "analysis.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/analysis.md example {i}", "exec"), {})
+    out = capsys.readouterr().out
+    assert "noisy/clean = " in out and out.count("higher") == 1 and "snr" in out
