@@ -34,7 +34,7 @@ CALIBRATION_BATCHES = 8
 
 def needs_calibration(configs: Iterable[NoiseConfig]) -> bool:
     """Whether any of ``configs`` gives σ relative to the site's RMS."""
-    return any(c.is_relative for c in configs)
+    return any(getattr(c, "is_relative", False) for c in configs)  # (weight noise: never)
 
 
 @torch.no_grad()
