@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import bson
-import pytest
 
 from analysis.results import load_results
 from data_fixtures import write_idx_dataset

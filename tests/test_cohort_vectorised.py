@@ -23,13 +23,11 @@ from torch import nn
 from data_fixtures import write_idx_dataset
 from models import build_model_from, build_network
 from models.registry import get_conf
-from noise.config import (GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoNoise,
-                          parse_noise_config)
+from noise.config import GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoNoise
 from noise.operator import NoiseOperator
 from util.artifacts import load_torch
 from util.config import ConfigError, merged_with_defaults
 from util.engine import cohort as cohort_module
-from util.engine import experiment as experiment_module
 from util.engine.cohort import choose_strategy, plan_chunks, run_cohort, validate_members
 from util.engine.experiment import prepare, run_experiment
 from util.engine.stacked import (NotStackable, StackedNetwork, StackedNoise, stack_adam,
@@ -78,14 +76,19 @@ FAMILIES = [("MLP", "RL_TFC", (1, 28, 28)), ("MLP", "RL_TFC-noBN", (1, 28, 28)),
             ("CNN_HE", "CNN-S-BN", (1, 10, 49)), ("VGG", "VGG11_mnist-noBN", (1, 28, 28))]
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family,conf,shape", FAMILIES, ids=[f[1] for f in FAMILIES])
-def test_a_stacked_step_is_each_members_own_step_without_noise(family, conf, shape):
+def test_a_stacked_step_is_each_members_own_step_without_noise(family, conf, shape, device):
     torch.manual_seed(0)
     n_sites = len(build_network(get_conf(family, conf), shape, 10).noise_sites)
-    members = [build_model_from(family, conf, [NoNoise()] * n_sites, [1] * n_sites, shape, 10)
-               for _ in range(3)]
+    members = [build_model_from(family, conf, [NoNoise()] * n_sites, [1] * n_sites, shape,
+                                10).to(device) for _ in range(3)]
     singles = copy.deepcopy(members)
-    batches = [(torch.randn(16, *shape), torch.randint(0, 10, (16,))) for _ in range(2)]
+    batches = [(torch.randn(16, *shape, device=device),
+                torch.randint(0, 10, (16,), device=device)) for _ in range(2)]
     single_losses = train_singles(singles, batches)
 
     optimizers = [torch.optim.Adam(m.parameters(), lr=LR) for m in members]

@@ -224,6 +224,7 @@ class StackedNoise(nn.Module):
         super().__init__()
         self.k = len(ops)
         self.generators = generators
+        self._columns: dict[tuple, list[torch.Tensor]] = {}
         # a relative σ (sigma_relative_to: rms) as the operator applies it: times its site's RMS
         self.plans = [_plan(op.effective_config if op.config.active(True) else op.config,
                             op.repetition) for op in ops]
@@ -269,12 +270,17 @@ class StackedNoise(nn.Module):
         for _, mu_m, s_m, mu_a, s_a, norm in self.plans[a:b]:
             scale = 1.0 / numel if norm else 1.0
             rows.append((mu_m, s_m * scale, mu_a, s_a * scale))
-        shape = [1] * x.dim()
-        shape[1] = (b - a) * block
+        key = (a, x.dim(), block, numel, x.dtype, x.device)
+        columns = self._columns.get(key)
+        if columns is None:   # made once per layout: no host-to-device copy per step
+            shape = [1] * x.dim()
+            shape[1] = (b - a) * block
+            values = torch.tensor(rows, dtype=x.dtype, device=x.device)   # (b - a, 4)
+            columns = [values[:, j].repeat_interleave(block).view(shape) for j in range(4)]
+            self._columns[key] = columns
 
         def column(j):
-            values = torch.tensor([r[j] for r in rows], dtype=x.dtype, device=x.device)
-            return values.repeat_interleave(block).view(shape)
+            return columns[j]
         mul = add = None
         if any(r[1] for r in rows):
             mul = column(0) + column(1) * self._normal(x, a, block, [r[1] for r in rows])
