@@ -213,13 +213,15 @@ def _cohort(config, run, db_collection) -> dict:
 
 
 @ex.main
-def main(_config, _run, model, noise_settings, walk, cohort, db_collection=None):
+def main(_config, _run, model, noise_settings, walk, cohort, weight_noise,
+         db_collection=None):
     """Train (or reuse) and evaluate one config; with ``walk.enabled``, run the walk instead;
     with ``cohort.enabled``, the cohort of ``cohort.members``.
 
-    ``model``, ``noise_settings``, ``walk`` and ``cohort`` are parameters so that sacred (and
-    `seml add`) accept keys beyond the embedded defaults in these sections (``model.MLP``,
-    ``noise_settings.layer_wise.GaussStd``, ...); the config hook validates them."""
+    ``model``, ``noise_settings``, ``walk``, ``cohort`` and ``weight_noise`` are parameters so
+    that sacred (and `seml add`) accept keys beyond the embedded defaults in these sections
+    (``model.MLP``, ``noise_settings.layer_wise.GaussStd``, ...); the config hook validates
+    them."""
     if walk.get("enabled"):
         return _walk(_config, _run, db_collection)
     if parse_cohort(cohort)["enabled"]:

@@ -49,6 +49,11 @@ row per run, or one row per evaluation for a walk run (whose result holds
 ``noise_generator``      the Gaussian generator that drew the noise: ``'fast_rng'`` (the
                          compiled CPU kernel) or ``'torch.randn'``; None when the result does
                          not say (older runs)
+``target``               what the noise is on: ``activations`` (the sites), ``weights`` (the
+                         conv/linear layers, ``weight_noise`` or a walk with ``walk.target:
+                         weights``: ``site`` and ``site_name`` are then the weight layer's,
+                         ``repetition`` 1), ``both`` (a run with both: the columns describe its
+                         activation noise)
 =======================  ======================================================================
 
 :func:`sigma_mid_per_site` turns such a table into σ_mid per site (one row per curve).
@@ -97,6 +102,7 @@ COLUMNS = [
     "enable_in_eval", "weight_clamping", "repetition", "repeat_number", "eval_repeat",
     "eval_split", "experiment_name", "accuracy", "test_accuracy", "loss", "clean_accuracy",
     "chance", "trained", "config_hash", "run_id", "checkpoint", "diverged", "noise_generator",
+    "target",
 ]
 
 #: The columns that name one walking-noise curve (accuracy versus σ at one site under one
@@ -104,11 +110,12 @@ COLUMNS = [
 CURVE_COLUMNS = [
     "dataset", "model_class", "conf_name", "noise_type", "std_ratio", "order",
     "enable_in_training", "enable_in_eval", "weight_clamping", "repetition", "eval_split",
-    "experiment_name", "placement", "site", "site_name",
+    "experiment_name", "target", "placement", "site", "site_name",
 ]
 
 #: The columns that tell walking-noise conditions apart: a curve is a condition at one site.
-CONDITION_COLUMNS = [c for c in CURVE_COLUMNS if c not in ("placement", "site", "site_name")]
+CONDITION_COLUMNS = [c for c in CURVE_COLUMNS
+                     if c not in ("target", "placement", "site", "site_name")]
 
 PLACEMENTS = ("layer_wise", "layer_mapped", "default", "none")
 #: The ``site`` of noise that is not at one site (default placement, σ maps, noise-free runs).
@@ -391,6 +398,7 @@ class _Keys:
         stripped["noise_settings"] = {"default": {"noise_type": "NoNoise"}, "layer_wise": None,
                                       "layer_mapped": None}
         stripped.pop("walk", None)
+        stripped.pop("weight_noise", None)
         text = json.dumps(stripped, sort_keys=True, default=str)
         if text not in self._cache:
             exact = training_hash(validate_config(stripped))
@@ -405,24 +413,46 @@ def _mean_repetition(reps: Sequence[int]) -> float:
 
 
 def _placement(config: Mapping[str, Any], vc) -> dict[str, Any]:
-    """Where a run's noise sits, and the columns that describe it."""
-    from noise.config import NoNoise
+    """Where a run's noise sits, and the columns that describe it: its activation noise
+    (``target`` ``activations``), or its weight noise when it has only that (``weights``); a
+    run with both is described by its activation noise (``both``)."""
     from noise.placement import resolve_site_configs
+    from noise.weights import resolve_weight_configs
 
-    ns = config.get("noise_settings") or {}
-    configs, reps, n = vc.site_configs, vc.repetitions, len(vc.site_names)
+    if not vc.weight_noise:
+        return {"target": "activations",
+                **_placed(config.get("noise_settings") or {}, vc.site_configs, vc.repetitions,
+                          vc.site_names, resolve_site_configs)}
+    if not _is_noise_free(vc.site_configs):
+        return {"target": "both",
+                **_placed(config.get("noise_settings") or {}, vc.site_configs, vc.repetitions,
+                          vc.site_names, resolve_site_configs)}
+    layers = vc.model.weight_layer_names
+    return {"target": "weights",
+            **_placed(config.get("weight_noise") or {}, [c.noise for c in vc.weight_noise],
+                      [1] * len(layers), layers,
+                      lambda s, n: [c.noise for c in resolve_weight_configs(s, n)])}
+
+
+def _placed(ns: Mapping[str, Any], configs, reps, names, resolve) -> dict[str, Any]:
+    """The placement columns of a ``noise_settings``-shaped section ``ns`` resolved to
+    ``configs`` (one per site or weight layer, named ``names``); ``resolve(section, n)``
+    resolves such a section."""
+    from noise.config import NoNoise
+
+    n = len(names)
     if ns.get("layer_wise"):
         idx = int(ns["layer_wise"]["layer_index"])
-        return {"placement": "layer_wise", "site": idx, "site_name": vc.site_names[idx],
+        return {"placement": "layer_wise", "site": idx, "site_name": names[idx],
                 **_flags(configs[idx]), **_noise_columns(configs[idx]),
                 "repetition": float(reps[idx])}
     if ns.get("layer_mapped"):
         spec = ns["layer_mapped"]
-        mapped = [i for i, c in enumerate(resolve_site_configs(
-            {"default": None, "layer_mapped": spec}, n)) if not isinstance(c, NoNoise)]
+        mapped = [i for i, c in enumerate(resolve({"default": None, "layer_mapped": spec}, n))
+                  if not isinstance(c, NoNoise)]
         if len(mapped) == 1:
             idx = mapped[0]
-            return {"placement": "layer_mapped", "site": idx, "site_name": vc.site_names[idx],
+            return {"placement": "layer_mapped", "site": idx, "site_name": names[idx],
                     **_flags(configs[idx]), **_noise_columns(configs[idx]),
                     "repetition": float(reps[idx])}
         cols = _noise_columns(configs[mapped[0]])
@@ -445,8 +475,9 @@ def _flags(cfg) -> dict[str, bool]:
             "enable_in_eval": bool(cfg.enable_in_eval)}
 
 
-def _is_noise_free(site_configs) -> bool:
-    return not any(c.active(training=True) or c.active(training=False) for c in site_configs)
+def _is_noise_free(site_configs, weight_noise=()) -> bool:
+    return not any(c.active(training=True) or c.active(training=False)
+                   for c in (*site_configs, *weight_noise))
 
 
 def _replace_non_finite(obj: Any, value: float) -> tuple[Any, list[float]]:
@@ -598,7 +629,7 @@ def _config_rows(rec: RunRecord, config: Mapping[str, Any], keys: _Keys
            "accuracy": accuracy, "test_accuracy": math.nan if test is None else test,
            "loss": math.nan if loss is None else loss, "clean_accuracy": math.nan,
            "_keys": (exact, loose)}
-    noise_free = _is_noise_free(vc.site_configs) and math.isfinite(accuracy)
+    noise_free = _is_noise_free(vc.site_configs, vc.weight_noise) and math.isfinite(accuracy)
     clean = [((exact, loose), accuracy)] if noise_free else []
     return [row], clean
 
@@ -612,6 +643,13 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
     split = (result.get("walk") if isinstance(result.get("walk"), Mapping) else {}
              ).get("eval_split") or (config.get("walk") or {}).get("eval_split") or "validation"
     split = str(split)
+    target = str((result.get("walk") if isinstance(result.get("walk"), Mapping) else {}
+                  ).get("target") or (config.get("walk") or {}).get("target") or "activations")
+    names, reps = vc.site_names, vc.repetitions
+    if target == "weights":  # sites are the weight layers; repetition does not apply
+        from noise.weights import parse_weight_noise
+        names, reps = vc.model.weight_layer_names, (1,) * len(vc.model.weight_layer_names)
+        parse_noise_config = lambda d: parse_weight_noise(d).noise  # noqa: E731
     clean_acc = result.get("clean_accuracy")
     clean_acc = float(clean_acc) if isinstance(clean_acc, numbers.Real) else math.nan
     noisy_training = bool(vc.noisy_training)
@@ -634,14 +672,15 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
             raise _BadRun(f"run {rid}: evaluation {i} has site {site!r}, not a site index")
         if site is None or site < 0:
             placement, site, name = "default", ALL_SITES, "all"
-            repetition = _mean_repetition(vc.repetitions)
+            repetition = _mean_repetition(reps)
         else:
             site = int(site)
-            if site >= len(vc.site_names):
+            if site >= len(names):
                 raise _BadRun(f"run {rid}: evaluation {i} is at site {site}, but the model "
-                              f"has {len(vc.site_names)} sites")
-            placement, name = "layer_wise", ev.get("site_name") or vc.site_names[site]
-            repetition = float(vc.repetitions[site])
+                              f"has {len(names)} " + ("weight layers" if target == "weights"
+                                                      else "sites"))
+            placement, name = "layer_wise", ev.get("site_name") or names[site]
+            repetition = float(reps[site])
         loss = ev.get("loss")
         rows.append({**base, "placement": placement, "site": site, "site_name": name,
                      # a noisy-training walk says per evaluation which model it evaluated
@@ -653,7 +692,7 @@ def _walk_rows(rec: RunRecord, config, vc, base, keys, parse_noise_config):
                      "test_accuracy": float(ev["test_accuracy"])
                      if isinstance(ev.get("test_accuracy"), numbers.Real) else math.nan,
                      "loss": float(loss) if isinstance(loss, numbers.Real) else math.nan,
-                     "clean_accuracy": clean_acc, "_keys": keys})
+                     "clean_accuracy": clean_acc, "target": target, "_keys": keys})
     clean = []
     if not noisy_training and split == "validation" and math.isfinite(clean_acc):
         clean.append((keys, clean_acc))

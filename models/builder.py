@@ -35,7 +35,8 @@ from noise import speed
 from noise.operator import NoiseOperator
 from noise.placement import SITE_KINDS, NoiseSite
 
-__all__ = ["ModelConf", "SiteNetwork", "build_network", "site_names", "site_kinds"]
+__all__ = ["ModelConf", "SiteNetwork", "build_network", "site_names", "site_kinds",
+           "weight_layer_names"]
 
 Token = Union[str, tuple]
 BATCH_NORM_MODES = ("none", "noisy", "silent")
@@ -106,6 +107,16 @@ def site_kinds(conf: ModelConf) -> list[str]:
     """The kind of every site of a conf (``'input'``, ``'conv'``, ``'bn'``, ..., ``'logits'``:
     :data:`noise.placement.SITE_KINDS`), in site order, without building it."""
     return ["input"] + [kind for kind, _ in _expand(conf) if _has_site(kind, conf)]
+
+
+def weight_layer_names(conf: ModelConf) -> list[str]:
+    """Names of the weight layers (conv, linear, logits: where weight noise sits,
+    :mod:`noise.weights`) of a conf, ``'0:conv1'``, ..., without building it; the same as
+    :func:`noise.weights.weight_layer_names` of the built network."""
+    expanded = _expand(conf)
+    names = [name for (kind, _), name in zip(expanded, _layer_names(expanded))
+             if kind in ("conv", "fc", "logits")]
+    return [f"{i}:{name}" for i, name in enumerate(names)]
 
 
 class SiteNetwork(nn.Sequential):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -86,8 +86,9 @@ class NoiseSite:
         return self.name.split(":", 1)[1]
 
 
-def _site_index(key: Any, n_sites: int, what: str) -> int:
-    """An int site index from a YAML/JSON key (MongoDB turns int keys into strings)."""
+def _site_index(key: Any, n_sites: int, what: str, unit: str = "site") -> int:
+    """An int site index from a YAML/JSON key (MongoDB turns int keys into strings);
+    ``unit`` names what is indexed in messages (``layer`` for weight noise)."""
     try:
         if isinstance(key, bool):
             raise TypeError
@@ -95,11 +96,11 @@ def _site_index(key: Any, n_sites: int, what: str) -> int:
         if idx is None or (isinstance(key, str) and key.strip() != str(idx)):
             raise TypeError
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: site index must be an integer in [0, {n_sites - 1}], "
+        raise ValueError(f"{what}: {unit} index must be an integer in [0, {n_sites - 1}], "
                          f"got {key!r}") from None
     if not 0 <= idx < n_sites:
-        raise ValueError(f"{what}: site index {idx} is out of range for this model, which has "
-                         f"{n_sites} sites (valid: 0..{n_sites - 1})")
+        raise ValueError(f"{what}: {unit} index {idx} is out of range for this model, which has "
+                         f"{n_sites} {unit}s (valid: 0..{n_sites - 1})")
     return idx
 
 
@@ -115,18 +116,20 @@ def _section(value: Any, what: str, allowed: Sequence[str]) -> dict:
     return section
 
 
-def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, NoiseConfig]:
-    what = "noise_settings.layer_mapped"
+def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int, section: str = "noise_settings",
+                          parse: Callable[[Any], Any] = parse_noise_config,
+                          unit: str = "site") -> dict[int, NoiseConfig]:
+    what = f"{section}.layer_mapped"
     spec = _section(spec, what, LAYER_MAPPED_KEYS)
     std_map = spec.get("std_map")
     if isinstance(std_map, Sequence) and not isinstance(std_map, str):
         if len(std_map) != n_sites:
-            raise ValueError(f"{what}.std_map: a list needs one σ per site "
+            raise ValueError(f"{what}.std_map: a list needs one σ per {unit} "
                              f"({n_sites}), got {len(std_map)}")
         std_map = dict(enumerate(std_map))
     if not isinstance(std_map, Mapping) or not std_map:
         raise ValueError(f"{what}.std_map must be a non-empty "
-                         f"{{site: sigma}} map or list, got {std_map!r}")
+                         f"{{{unit}: sigma}} map or list, got {std_map!r}")
     factor = spec.get("std_multiplication_factor", 1.0)
     factor = check_finite_float32(f"{what}.std_multiplication_factor", factor)
     if factor < 0:
@@ -134,7 +137,7 @@ def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, No
                          f"got {factor!r}")
     sigmas = {}
     for key, sigma in std_map.items():
-        idx = _site_index(key, n_sites, f"{what}.std_map")
+        idx = _site_index(key, n_sites, f"{what}.std_map", unit)
         sigma = check_finite_float32(f"{what}.std_map[{key!r}] (a σ >= 0)", sigma)
         if sigma < 0:
             raise ValueError(f"{what}.std_map[{key!r}] must be a σ >= 0, got {sigma!r}")
@@ -160,40 +163,47 @@ def _layer_mapped_configs(spec: Mapping[str, Any], n_sites: int) -> dict[int, No
                              f"{sigma!r} × {factor!r} does not fit float32 "
                              f"(must be <= {FLOAT32_MAX:.4g})")
         try:
-            out[idx] = parse_noise_config({**base, key_name: value})
+            out[idx] = parse({**base, key_name: value})
         except ValueError as err:
             raise ValueError(f"{what}: {err}") from None
     return out
 
 
-def resolve_site_configs(noise_settings: Mapping[str, Any] | None,
-                         n_sites: int) -> list[NoiseConfig]:
-    """The noise config of every site, in site order (see the module docstring)."""
-    noise_settings = _section(noise_settings, "noise_settings", NOISE_SETTINGS_KEYS)
+def resolve_site_configs(noise_settings: Mapping[str, Any] | None, n_sites: int, *,
+                         section: str = "noise_settings",
+                         parse: Callable[[Any], Any] = parse_noise_config,
+                         unit: str = "site") -> list[NoiseConfig]:
+    """The noise config of every site, in site order (see the module docstring).
+
+    Weight noise (:mod:`noise.weights`) places its configs on layers in the same shape: it
+    passes its ``section`` name (for messages), its config parser ``parse`` and
+    ``unit='layer'``.
+    """
+    noise_settings = _section(noise_settings, section, NOISE_SETTINGS_KEYS)
     try:
-        default = parse_noise_config(noise_settings.get("default"))
+        default = parse(noise_settings.get("default"))
     except ValueError as err:
-        raise ValueError(f"noise_settings.default: {err}") from None
+        raise ValueError(f"{section}.default: {err}") from None
     configs = [default] * n_sites
     mapped = noise_settings.get("layer_mapped")
     if mapped:
-        for idx, cfg in _layer_mapped_configs(mapped, n_sites).items():
+        for idx, cfg in _layer_mapped_configs(mapped, n_sites, section, parse, unit).items():
             configs[idx] = cfg
     layer_wise = noise_settings.get("layer_wise")
     if layer_wise:
         if not isinstance(layer_wise, Mapping):
-            raise ValueError("noise_settings.layer_wise must be a dict with 'layer_index' and a "
+            raise ValueError(f"{section}.layer_wise must be a dict with 'layer_index' and a "
                              f"noise config, or null, got {layer_wise!r}")
         layer_wise = dict(layer_wise)
         if "layer_index" not in layer_wise:
-            raise ValueError("noise_settings.layer_wise needs 'layer_index' (the site, "
+            raise ValueError(f"{section}.layer_wise needs 'layer_index' (the {unit}, "
                              f"0..{n_sites - 1})")
         idx = _site_index(layer_wise.pop("layer_index"), n_sites,
-                          "noise_settings.layer_wise.layer_index")
+                          f"{section}.layer_wise.layer_index", unit)
         try:
-            configs[idx] = parse_noise_config(layer_wise)
+            configs[idx] = parse(layer_wise)
         except ValueError as err:
-            raise ValueError(f"noise_settings.layer_wise: {err}") from None
+            raise ValueError(f"{section}.layer_wise: {err}") from None
     return configs
 
 

@@ -22,12 +22,13 @@ from util.config import (COHORT_DEFAULTS, COHORT_KEYS, DEFAULT_CONFIG, KEYS, WAL
                          validate_config)
 from util.config.schema import Data, General, Optimizer
 from util.config.walk import LATE_KEYS
+from util.config.weight_noise import WEIGHT_NOISE_DEFAULTS, WEIGHT_NOISE_KEYS
 from util.engine.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "data"
 HASHES = json.loads((FIXTURES / "config_hashes.json").read_text())
-ALL_KEYS = (*KEYS, *WALK_KEYS, *COHORT_KEYS)
+ALL_KEYS = (*KEYS, *WALK_KEYS, *WEIGHT_NOISE_KEYS, *COHORT_KEYS)
 
 
 # ---- the documented schema is the declared one ----------------------------------------------
@@ -67,12 +68,13 @@ def test_the_doc_table_reader_sees_a_changed_default():
 def test_default_config_is_the_declared_defaults_and_what_it_was_before():
     # what it was before, order too, plus the cohort section added after it (at the end) and
     # the walk keys declared later (at the walk section's end; config_hash leaves them out at
-    # their defaults)
-    before = {k: v for k, v in DEFAULT_CONFIG.items() if k != "cohort"}
+    # their defaults; the weight_noise section, left out of config_hash at its defaults too)
+    before = {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("cohort", "weight_noise")}
     assert list(before["walk"])[-len(LATE_KEYS):] == list(LATE_KEYS)
     before["walk"] = {k: v for k, v in before["walk"].items() if k not in LATE_KEYS}
     assert json.dumps(before) == json.dumps(HASHES["default_config"])
     assert list(DEFAULT_CONFIG)[-1] == "cohort" and DEFAULT_CONFIG["cohort"] == COHORT_DEFAULTS
+    assert DEFAULT_CONFIG["weight_noise"] == WEIGHT_NOISE_DEFAULTS
     assert WALK_DEFAULTS == DEFAULT_CONFIG["walk"] == {k.name: k.default for k in WALK_KEYS}
     for key in KEYS:
         node = DEFAULT_CONFIG
@@ -138,7 +140,10 @@ OTHER = {
     "walk.sites": [0, 3], "walk.search": "midpoint", "walk.sigma_range": [0.1, 10.0],
     "walk.max_evals": 5, "walk.tolerance_decades": 0.1, "walk.eval_split": "test",
     "walk.chunk_size": 64, "walk.batch_evals": 2,
-    "walk.train": True, "walk.sigma_factors": [0.5, 2.0],
+    "walk.train": True, "walk.sigma_factors": [0.5, 2.0], "walk.target": "weights",
+    "weight_noise.default": {"noise_type": "GaussAdd", "GaussStd": 0.1},
+    "weight_noise.layer_wise": {"layer_index": 1, "noise_type": "GaussMul", "GaussStd": 0.1},
+    "weight_noise.layer_mapped": {"noise_type": "GaussAdd", "std_map": {0: 0.1}},
     "cohort.enabled": True, "cohort.members": [{"general": {"repeat_number": 1}}],
     "cohort.grid": {"noise_type": "GaussMul", "sites": [1], "sigmas": [0.1, 1.0]},
     "cohort.strategy": "vectorised", "cohort.max_members": 8,

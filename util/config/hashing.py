@@ -12,11 +12,13 @@ import json
 from typing import Any, Mapping
 
 from noise.config import noise_config_to_dict
+from noise.weights import weight_noise_to_dict
 
 from .cohort import is_default
 from .keys import to_plain
 from .schema import KEYS, SEED_KEYS, ValidatedConfig, strip_bookkeeping
 from .walk import LATE_KEYS, WALK_DEFAULTS
+from .weight_noise import is_default as weight_noise_is_default
 
 __all__ = ["config_hash", "training_hash", "eval_noise_hash"]
 
@@ -48,6 +50,8 @@ def config_hash(config: Mapping[str, Any]) -> str:
     config = strip_bookkeeping(config)
     if "cohort" in config and is_default(config["cohort"]):
         del config["cohort"]
+    if "weight_noise" in config and weight_noise_is_default(config["weight_noise"]):
+        del config["weight_noise"]
     walk = config.get("walk")
     if isinstance(walk, Mapping) and any(k in walk for k in LATE_KEYS):
         config["walk"] = {k: v for k, v in walk.items()
@@ -62,7 +66,8 @@ def training_hash(vc: ValidatedConfig) -> str:
     ``training_hash`` (:data:`util.config.schema.KEYS`), its value resolved: the seed keys as
     the one training seed they give (``train_seed``), the model family's sub-section as its
     ``conf_name`` and ``noise_settings`` as the noise *active in training*, per site with its
-    repetition. Evaluation-only noise, the experiment name and seml's bookkeeping are left
+    repetition, and ``weight_noise`` as the weight noise active in training (only when there
+    is some). Evaluation-only noise, the experiment name and seml's bookkeeping are left
     out, so every eval-only config finds the one noise-free model trained for it.
     """
     hashed: dict[str, dict[str, Any]] = {}
@@ -78,7 +83,7 @@ def training_hash(vc: ValidatedConfig) -> str:
     # was, so checkpoints trained before numbers were canonicalised are still found.
     out: dict[str, Any] = {s: _canonical_numbers(to_plain(v)) for s, v in hashed.items()}
     out["training_noise"] = None
-    if vc.noisy_training:
+    if any(c.active(training=True) for c in vc.site_configs):
         out["training_noise"] = []
         for c, r in zip(vc.site_configs, vc.repetitions):
             if c.active(training=True):
@@ -87,10 +92,22 @@ def training_hash(vc: ValidatedConfig) -> str:
                 out["training_noise"].append([d, r])
             else:
                 out["training_noise"].append(None)
+    if vc.weight_noisy_training:  # only then: hashes of configs without it stay as they were
+        out["training_weight_noise"] = [_without_eval_flag(c) if c.active(training=True)
+                                         else None for c in vc.weight_noise]
     return _hash(out)
+
+
+def _without_eval_flag(config) -> dict[str, Any]:
+    d = weight_noise_to_dict(config)
+    d.pop("enable_in_eval")
+    return d
 
 
 def eval_noise_hash(vc: ValidatedConfig) -> str:
     """Identifies the noise a config's validation runs under (configs sharing one trained
     model may evaluate it under different noise)."""
-    return _hash([[noise_config_to_dict(c), r] for c, r in zip(vc.site_configs, vc.repetitions)])
+    sites = [[noise_config_to_dict(c), r] for c, r in zip(vc.site_configs, vc.repetitions)]
+    if not vc.weight_noise:  # (no weight noise: the hash it always had)
+        return _hash(sites)
+    return _hash([sites, [weight_noise_to_dict(c) for c in vc.weight_noise]])

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from models import MODEL_FAMILIES, get_conf, parse_model_config
-from models.builder import site_names
+from models.builder import site_names, weight_layer_names
 from noise.config import NoiseConfig
 from noise.placement import resolve_repetitions, resolve_site_configs
+from noise.weights import WeightNoise, resolve_weight_configs
 
 from ..cluster import LocationError, resolve_location
 from ..config_paths import MISSING, value_at
@@ -27,6 +28,7 @@ from .keys import (ConfigError, Key, boolean, check_unknown, deep_update, defaul
                    one_of, optional, real, resolve_keys, to_plain)
 from .cohort import COHORT_KEYS, parse_cohort
 from .walk import WALK_KEYS, WalkSettings, parse_walk
+from .weight_noise import WEIGHT_NOISE_KEYS, check_section
 
 __all__ = ["KEYS", "SEED_KEYS", "DEFAULT_CONFIG", "BOOKKEEPING_KEYS", "General", "Optimizer",
            "Data", "Model", "ValidatedConfig", "validate_config", "strip_bookkeeping",
@@ -155,7 +157,8 @@ SEED_KEYS = ("general.repeat_number", "general.seed", "general.train_repeat_numb
 
 #: Every section's defaults; the ``cohort`` section (:mod:`util.config.cohort`) is left out of
 #: :func:`util.config.config_hash` at its defaults, so configs from before it keep their hashes.
-DEFAULT_CONFIG: dict[str, Any] = defaults_of((*KEYS, *WALK_KEYS, *COHORT_KEYS))
+DEFAULT_CONFIG: dict[str, Any] = defaults_of((*KEYS, *WALK_KEYS, *WEIGHT_NOISE_KEYS,
+                                               *COHORT_KEYS))
 #: The sections whose keys this module declares (noise_settings' are its parser's).
 _SECTIONS = ("general", "optimizer", "data", "model")
 TOP_LEVEL_KEYS = (*DEFAULT_CONFIG,) + BOOKKEEPING_KEYS
@@ -200,6 +203,8 @@ class Model:
     #: the repetition R of every site, in site order
     repetitions: tuple[int, ...]
     site_names: tuple[str, ...]
+    #: the conv/linear layers (where weight noise sits), ``'0:conv1'``, ...
+    weight_layer_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,8 @@ class ValidatedConfig:
     device: str
     #: the walk settings, when the config is validated for a walk
     walk: WalkSettings | None = None
+    #: the weight noise of every weight layer (``weight_noise`` resolved); () for none
+    weight_noise: tuple[WeightNoise, ...] = ()
 
     @property
     def model_class(self) -> str:
@@ -238,7 +245,13 @@ class ValidatedConfig:
 
     @property
     def noisy_training(self) -> bool:
-        return any(c.active(training=True) for c in self.site_configs)
+        """Noise (on activations or weights) is active in training."""
+        return any(c.active(training=True) for c in self.site_configs) or \
+            self.weight_noisy_training
+
+    @property
+    def weight_noisy_training(self) -> bool:
+        return any(c.active(training=True) for c in self.weight_noise)
 
     @property
     def seed(self) -> int:
@@ -305,8 +318,9 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
         repetitions = tuple(resolve_repetitions(repetition_config, len(names)))
     except ValueError as err:
         raise ConfigError(f"{err} (model {model_class}/{conf_name})") from None
+    layers, weight_noise = _weight_noise(config.get("weight_noise"), model_class, conf_name)
     model = Model(model_class, values["model.criterion"], values["model.weight_criterion"],
-                  conf_name, repetitions, names)
+                  conf_name, repetitions, names, layers)
 
     parse_cohort(config.get("cohort"))
     walk_section = config.get("walk")
@@ -317,11 +331,33 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     settings = None
     if walk:
         settings = parse_walk(walk_section, len(names), dataset=dataset,
-                              has_test_split=DATASETS[dataset].has_test_split(val_split))
+                              has_test_split=DATASETS[dataset].has_test_split(val_split),
+                              n_layers=len(layers))
     return ValidatedConfig(
         config, General(**_section(values, "general")), Optimizer(**_section(values, "optimizer")),
         Data(**_section(values, "data")), model,
-        site_configs, values["artifact_root"], values["device"], settings)
+        site_configs, values["artifact_root"], values["device"], settings, weight_noise)
+
+
+def _weight_noise(section: Any, model_class: str, conf_name: str
+                  ) -> tuple[tuple[str, ...], tuple[WeightNoise, ...]]:
+    """(weight layer names, weight noise per layer) of the ``weight_noise`` section; the noise
+    is () when no layer has any."""
+    section = check_section(section)
+    resolve_keys({"weight_noise": section}, WEIGHT_NOISE_KEYS)
+    try:
+        layers = tuple(weight_layer_names(get_conf(model_class, conf_name)))
+    except (KeyError, ValueError):  # a family not built from layer specs
+        if section == check_section(None):
+            return (), ()
+        raise ConfigError(f"weight_noise: model.model_class {model_class!r} is not built from "
+                          "layer specs; weight noise needs LeNet, MLP, CNN_HE or VGG") from None
+    try:
+        configs = tuple(resolve_weight_configs(section, len(layers)))
+    except ValueError as err:
+        raise ConfigError(f"{err} (model {model_class}/{conf_name}: weight layers "
+                          f"{list(layers)})") from None
+    return layers, (() if all(c.is_noiseless for c in configs) else configs)
 
 
 # ---- plain config dicts -----------------------------------------------------------------------

@@ -8,16 +8,20 @@ from typing import Any, Mapping
 import torch
 
 from noise.config import NOISE_TYPES, NoiseConfig, parse_noise_config
+from noise.weights import WeightNoise, parse_weight_noise
 
 from .keys import (ConfigError, Key, boolean, check_unknown, count, defaults_of, one_of,
                    optional, real, resolve_keys)
 
 __all__ = ["WALK_KEYS", "WALK_DEFAULTS", "WalkSettings", "parse_walk", "default_sigmas",
            "WALKABLE", "walkable_noise_type", "sigma_list", "site_list", "default_sigma_key",
-           "LATE_KEYS", "sigma_key_name", "noise_params"]
+           "LATE_KEYS", "sigma_key_name", "noise_params", "TARGETS"]
 
 SEARCHES = ("grid", "midpoint")
 SPLITS = ("validation", "test")
+#: What the walk puts noise on: the activations at the sites, or the weights of the conv/linear
+#: layers (:mod:`noise.weights`)
+TARGETS = ("activations", "weights")
 WALKABLE = tuple(sorted(set(NOISE_TYPES) - {"NoNoise"}))
 
 
@@ -153,11 +157,15 @@ WALK_KEYS = (
     Key("walk.sigma_factors", None, optional(_factors), False,
         "with walk.train: σ = factor x the clean model's σ_mid at each site (instead of "
         "walk.sigmas); null: walk.sigmas"),
+    Key("walk.target", "activations", one_of(TARGETS, "is not a walk target"), False,
+        "activations (noise at the sites) or weights (weight noise on one conv/linear layer at "
+        "a time: walk.sites are then layer indices; walk.params may hold weight_noise_kind and "
+        "sigma_relative_to_max_w)"),
 )
 
 #: Walk keys declared after configs were hashed: left out of :func:`util.config.config_hash`
 #: at their defaults, so configs made before them keep their hashes.
-LATE_KEYS = ("train", "sigma_factors")
+LATE_KEYS = ("train", "sigma_factors", "target")
 
 WALK_DEFAULTS: dict[str, Any] = defaults_of(WALK_KEYS, "walk.")
 
@@ -181,24 +189,28 @@ class WalkSettings:
     train: bool = False
     #: with ``train``: σ = factor × the clean σ_mid per site (None: ``sigmas``)
     sigma_factors: tuple[float, ...] | None = None
+    #: ``activations`` (sites) or ``weights`` (the conv/linear layers)
+    target: str = "activations"
 
     def evals_per_forward(self, device) -> int:
         if self.batch_evals != "auto":
             return int(self.batch_evals)
         return 1 if torch.device(device).type == "cpu" else 8
 
-    def noise(self, sigma: float) -> NoiseConfig:
-        """The noise config of one evaluation (active in eval mode only)."""
-        return parse_noise_config({"noise_type": self.noise_type, **self.params,
-                                   self.sigma_key: sigma, "enable_in_training": False,
-                                   "enable_in_eval": True})
+    def noise(self, sigma: float) -> NoiseConfig | WeightNoise:
+        """The noise config of one evaluation (active in eval mode only): a weight-noise
+        config when the walk's target is the weights."""
+        parse = parse_weight_noise if self.target == "weights" else parse_noise_config
+        return parse({"noise_type": self.noise_type, **self.params, self.sigma_key: sigma,
+                      "enable_in_training": False, "enable_in_eval": True})
 
 
 def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | None = None,
-               has_test_split: bool = True) -> WalkSettings:
+               has_test_split: bool = True, n_layers: int | None = None) -> WalkSettings:
     """Validated walk settings; ``ConfigError`` naming the ``walk.*`` key on bad input.
 
-    ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
+    ``walk.sites`` are checked against ``n_sites``, or against ``n_layers`` (the model's
+    conv/linear layers) for ``walk.target: weights``. ``dataset`` and ``has_test_split`` (whether it has a separate test split with the config's
     ``data.val_split``) decide whether ``eval_split: test`` is allowed.
     """
     if walk is not None and not isinstance(walk, Mapping):
@@ -231,7 +243,17 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | N
         raise ConfigError(f"walk.search {w['search']!r} cannot be used with walk.train: true "
                           "(every σ of a noise-trained curve costs a training); allowed: "
                           "walk.search 'grid', with walk.sigmas or walk.sigma_factors")
-    for s in w["sites"] or ():
+    if w["target"] == "weights" and w["train"]:
+        raise ConfigError("walk.target 'weights' cannot be used with walk.train: true (the "
+                          "noisy-training walk trains under activation noise); allowed: "
+                          "walk.target 'activations' with walk.train")
+    if w["target"] == "weights" and n_layers is not None:
+        for s in w["sites"] or ():
+            if not 0 <= s < n_layers:
+                raise ConfigError(f"walk.sites: layer {s!r} is out of range; with walk.target "
+                                  f"'weights' the sites are the model's {n_layers} conv/linear "
+                                  f"layers (valid: 0..{n_layers - 1})")
+    for s in w["sites"] or () if w["target"] == "activations" else ():
         if not 0 <= s < n_sites:
             raise ConfigError(f"walk.sites: site {s!r} is out of range; this model has "
                               f"{n_sites} sites (valid: 0..{n_sites - 1})")
@@ -240,7 +262,7 @@ def parse_walk(walk: Mapping[str, Any] | None, n_sites: int, *, dataset: str | N
     settings = WalkSettings(w["noise_type"], sigma_key, w["params"], sigmas, w["repeats"],
                             w["sites"], w["search"], w["sigma_range"], w["max_evals"],
                             w["tolerance_decades"], w["eval_split"], w["chunk_size"],
-                            w["batch_evals"], w["train"], w["sigma_factors"])
+                            w["batch_evals"], w["train"], w["sigma_factors"], w["target"])
     try:
         for sigma in {*sigmas, *settings.sigma_range}:
             settings.noise(sigma)

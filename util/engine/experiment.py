@@ -42,6 +42,7 @@ from torch import nn
 from data import DatasetNotFoundError, get_dataset
 from models import build_model_from
 from noise.fast_rng import generator_name
+from noise.weights import attach_weight_noise
 
 from ..artifacts import load_torch, save_torch, verify
 from ..cluster import artifact_root, data_root, ensure_writable_dir
@@ -52,7 +53,7 @@ from .checkpoints import (find_trained_checkpoint, latest_checkpoint, point_last
                           save_epoch_checkpoint, training_lock)
 from .loops import best_device, clamp_weights, evaluate, non_finite, train_epoch
 from .precomputed import take_precomputed
-from .seeding import seed_torch
+from .seeding import derive_seed, seed_torch
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None,
     seed_torch(vc.train_seed, "init")
     model = build_model_from(vc.model_class, vc.conf_name, vc.site_configs, vc.repetitions,
                              dataset.dims, dataset.num_classes).to(device)
+    if vc.weight_noise:  # programming_instance draws: one per config and repeat
+        attach_weight_noise(model, vc.weight_noise, seed=derive_seed(vc.seed, "weight_noise"))
     weight = None
     if vc.model.weight_criterion and getattr(dataset, "class_weights", None) is not None:
         weight = torch.as_tensor(dataset.class_weights, dtype=torch.float32, device=device)

@@ -13,6 +13,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from noise.weights import new_programming_draw
+
 log = logging.getLogger(__name__)
 
 __all__ = ["best_device", "clamp_weights", "train_epoch", "evaluate", "non_finite",
@@ -101,8 +103,10 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, *,
              progress: bool = False, desc: str = "eval") -> tuple[float, float]:
-    """(mean loss, accuracy in percent) over a loader, in eval mode (eval-mode noise applies)."""
+    """(mean loss, accuracy in percent) over a loader, in eval mode (eval-mode noise applies);
+    one evaluation pass: programming weight noise is drawn anew for it."""
     model.eval()
+    new_programming_draw(model)
     loss_sum = None
     correct = None
     n = 0

@@ -35,6 +35,7 @@ from torch import nn
 
 from noise.config import NoiseConfig, NoNoise, noise_config_to_dict
 from noise.placement import configure
+from noise.weights import WeightNoise, weight_noise_to_dict
 
 from ..artifacts import atomic_write_bytes, safe_path
 from ..cluster import artifact_root
@@ -44,6 +45,7 @@ from .experiment import build_result, obtain_trained_model, prepare
 from .loops import correct_predictions
 from .midpoint import midpoint
 from .seeding import seed_torch
+from .weight_walk import WeightLayerEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +170,12 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
                progress: bool = True) -> dict[str, Any]:
     """Run the sweep; returns clean accuracy, one record per evaluation and σ_mid per site."""
     x, y = gather(loader, device)
-    ev = SiteEvaluator(model, x, y, criterion, settings.chunk_size)
+    # walk.target 'weights': the sites are the conv/linear layers (site_names: their names)
+    evaluator = WeightLayerEvaluator if settings.target == "weights" else SiteEvaluator
+    ev = evaluator(model, x, y, criterion, settings.chunk_size)
     clean_acc, clean_loss = ev.evaluate(None)
     chance = 100.0 / num_classes
-    sites = settings.sites or tuple(range(len(model.noise_sites)))
+    sites = settings.sites or tuple(range(len(ev.sites)))
     records: list[dict[str, Any]] = []
     table: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -191,7 +195,7 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
             for (sigma, rep), (acc, loss) in zip(group, results):
                 accs.setdefault(sigma, []).append(acc)
                 records.append({"site": site, "site_name": site_names[site],
-                                "noise": noise_config_to_dict(noises[sigma]), "sigma": sigma,
+                                "noise": _noise_dict(noises[sigma]), "sigma": sigma,
                                 "repeat": rep, "accuracy": acc, "loss": loss})
         return {s: float(np.mean(a)) for s, a in accs.items()}
 
@@ -211,6 +215,12 @@ def walk_model(model: nn.Module, loader, criterion: nn.Module, settings: WalkSet
             "evaluations": records, "sigma_mid": table,
             "walk_seconds": round(time.perf_counter() - t0, 3),
             "n_evaluations": len(records)}
+
+
+def _noise_dict(noise) -> dict[str, Any]:
+    if isinstance(noise, WeightNoise):
+        return weight_noise_to_dict(noise)
+    return noise_config_to_dict(noise)
 
 
 def sigma_mid_entry(site: int, sigmas: Sequence[float], accuracies: Sequence[float],
@@ -293,16 +303,18 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
                                    log_metric=log_metric, progress=progress)
     loader = eval_loader(p)
     calibration = calibrate_for_walk(p, vc.walk)
+    weights = vc.walk.target == "weights"
     walked = walk_model(p.model, loader, p.criterion, vc.walk, seed=vc.seed,
                         num_classes=p.dataset.num_classes, device=p.device,
-                        site_names=vc.site_names, progress=progress)
+                        site_names=vc.model.weight_layer_names if weights else vc.site_names,
+                        progress=progress)
     result = build_result(p, outcome, {k: list(v) for k, v in outcome.history.items()},
                           time.perf_counter() - t0)
     result.update(walked)
     result["calibration"] = calibration
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
-                      "eval_split": vc.walk.eval_split}
+                      "eval_split": vc.walk.eval_split, "target": vc.walk.target}
     result["artifacts"]["evaluations"] = write_evaluations(vc, walked["evaluations"])
     result["conf_name"] = vc.conf_name
     return result
