@@ -40,7 +40,6 @@ from noise import fast_rng
 from noise.config import GaussAdd, GaussCombined, GaussCombined_direct, GaussMul, NoiseConfig
 from noise.operator import NoiseOperator, apply_noise
 from noise.weights import has_weight_noise
-from noise.weights import has_weight_noise
 
 __all__ = ["NotStackable", "StackedNetwork", "StackedNoise", "stack_adam", "unstack_adam",
            "train_epoch_stacked"]
@@ -332,9 +331,6 @@ class StackedNetwork(nn.Module):
         if not all(isinstance(n, nn.Sequential) and hasattr(n, "noise_sites") for n in nets):
             raise NotStackable("only the networks of models' builder (a sequence of layers "
                                "with their noise operators) are stackable")
-        if any(has_weight_noise(n) for n in nets):
-            raise NotStackable("weight noise (weight_noise) is not vectorised: a member with "
-                               "it trains member-serial")
         if any(has_weight_noise(n) for n in nets):
             raise NotStackable("weight noise (weight_noise) is not vectorised: a member with "
                                "it trains member-serial")
