@@ -77,6 +77,8 @@ def training_hash(vc: ValidatedConfig) -> str:
                                                                    key.name)
     hashed["general"]["train_seed"] = vc.train_seed
     hashed["model"]["conf_name"] = vc.conf_name
+    if vc.model.architecture:  # a torchvision model's kwargs (absent elsewhere: hashes kept)
+        hashed["model"]["architecture"] = vc.model.architecture
     # The user's numbers are canonicalised (1 and 1.0 train the same model); the training noise
     # comes from the typed noise configs, whose numbers are floats already. Hashing the two
     # apart keeps every hash of a config without integral floats in these sections what it

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from models import MODEL_FAMILIES, get_conf, parse_model_config
-from models.builder import site_names, weight_layer_names
+from models import FAMILIES, get_conf, model_site_table, parse_model_config
+from models.builder import weight_layer_names
 from noise.config import NoiseConfig
 from noise.placement import resolve_repetitions, resolve_site_configs
 from noise.weights import WeightNoise, resolve_weight_configs
@@ -93,8 +93,8 @@ def _location(path: str, value: Any) -> str:
 
 
 def _model_class(path: str, value: Any) -> str:
-    if not isinstance(value, str) or value not in MODEL_FAMILIES:
-        raise ConfigError(f"unknown {path} {value!r}; known: {sorted(MODEL_FAMILIES)}")
+    if not isinstance(value, str) or value not in FAMILIES:
+        raise ConfigError(f"unknown {path} {value!r}; known: {sorted(FAMILIES)}")
     return value
 
 
@@ -133,7 +133,7 @@ KEYS = (
         "split is the test split); null: validate on the official test split"),
     Key("data.download", True, boolean, False, "download a dataset that is not there"),
     Key("model.model_class", "LeNet", _model_class, True,
-        "the model family: LeNet, MLP, CNN_HE or VGG"),
+        "the model family: LeNet, MLP, CNN_HE, VGG or torchvision"),
     Key("model.criterion", "CrossEntropyLoss", one_of(CRITERIA), True, "the training loss"),
     Key("model.weight_criterion", False, boolean, True,
         "weight the loss by the dataset's class weights (GSC2 is unbalanced)"),
@@ -205,6 +205,8 @@ class Model:
     site_names: tuple[str, ...]
     #: the conv/linear layers (where weight noise sits), ``'0:conv1'``, ...
     weight_layer_names: tuple[str, ...] = ()
+    #: what else shapes the network: a torchvision model's ``{"kwargs": ...}``, else {}
+    architecture: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     for section in _SECTIONS:
         allowed = [k.name for k in KEYS if k.section == section]
         if section == "model":
-            allowed += [f for f in MODEL_FAMILIES if f not in allowed]
+            allowed += [f for f in FAMILIES if f not in allowed]
         value = config.get(section, {})
         if not isinstance(value, Mapping):
             raise ConfigError(f"{section} must be a dict with keys {allowed}, got {value!r}")
@@ -308,11 +310,13 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
     if family is MISSING:
         family = DEFAULT_CONFIG["model"].get(model_class)
     try:
-        _, conf_name, repetition_config = parse_model_config({"model_class": model_class,
-                                                              model_class: family})
+        spec = parse_model_config({"model_class": model_class, model_class: family})
+        # the sites of a traced network (torchvision) depend on the dataset's input
+        names = tuple(model_site_table(spec, DATASETS[dataset].dims,
+                                       DATASETS[dataset].num_classes)[0])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    names = tuple(site_names(get_conf(model_class, conf_name)))
+    conf_name, repetition_config = spec.conf_name, spec.repetition_config
     try:
         site_configs = tuple(resolve_site_configs(values["noise_settings"], len(names)))
         repetitions = tuple(resolve_repetitions(repetition_config, len(names)))
@@ -320,7 +324,8 @@ def validate_config(config: Mapping[str, Any], *, walk: bool | None = None) -> V
         raise ConfigError(f"{err} (model {model_class}/{conf_name})") from None
     layers, weight_noise = _weight_noise(config.get("weight_noise"), model_class, conf_name)
     model = Model(model_class, values["model.criterion"], values["model.weight_criterion"],
-                  conf_name, repetitions, names, layers)
+                  conf_name, repetitions, names, layers,
+                  architecture=spec.architecture)
 
     parse_cohort(config.get("cohort"))
     walk_section = config.get("walk")

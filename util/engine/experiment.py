@@ -135,7 +135,8 @@ def prepare(config: Mapping[str, Any], *, vc: ValidatedConfig | None = None,
     dataset = dataset if dataset is not None else load_dataset(vc)
     seed_torch(vc.train_seed, "init")
     model = build_model_from(vc.model_class, vc.conf_name, vc.site_configs, vc.repetitions,
-                             dataset.dims, dataset.num_classes).to(device)
+                             dataset.dims, dataset.num_classes,
+                             architecture=vc.model.architecture).to(device)
     if vc.weight_noise:  # programming_instance draws: one per config and repeat
         attach_weight_noise(model, vc.weight_noise, seed=derive_seed(vc.seed, "weight_noise"))
     weight = None
