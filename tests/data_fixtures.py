@@ -52,8 +52,11 @@ def write_idx_dataset(folder: Path, n_train: int = 200, n_test: int = 50, seed: 
     return arrays
 
 
-def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 30, seed: int = 0) -> dict:
-    """cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} as python pickles."""
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 30, seed: int = 0,
+                  learnable: bool = False) -> dict:
+    """cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} as python pickles.
+    ``learnable``: each image a grey level of its class (25 per class) with a little noise,
+    so that a network learns the classes in a few steps."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,8 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 30, seed: int =
     for split, name, n in names + [("test", "test_batch", n_test)]:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = balanced_labels(n, 10, rng)
+        if learnable:
+            data = (labels[:, None] * 25 + rng.integers(0, 8, (n, 3072))).astype(np.uint8)
         entry = {"batch_label": name, "labels": labels.tolist(), "data": data,
                  "filenames": [f"img_{i}.png" for i in range(n)]}
         with open(folder / name, "wb") as f:
