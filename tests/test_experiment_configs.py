@@ -73,6 +73,7 @@ def expected_files():
             reps = 400 if (ds, fam) == ("MNIST", "LeNet") else 100
             out[f"multi_run_layers/{ds}_{fam}_uniform.yaml"] = 2 * 7 * reps
     out["examples/tiny_mnist.yaml"] = 9
+    out["examples/resnet18_cifar10_walk.yaml"] = 3   # repeats
     out["walks/FashionMNIST.yaml"] = 4 * 3 * 2   # models x repeats x noise types
     # models x repeats x (GaussAdd, clamped GaussAdd, GaussMul, GaussCombined x 5 ratios)
     out["walks/FashionMNIST_noisy_training.yaml"] = 2 * 3 * 8
@@ -141,7 +142,7 @@ def test_every_shipped_yaml_expands_and_validates(shipped):
 def test_experiment_counts_are_the_issues(shipped):
     counts = {f: s["n"] for f, s in shipped.items()}
     assert counts == expected_files()
-    assert sum(counts.values()) == 445237 + 24 + 48
+    assert sum(counts.values()) == 445237 + 24 + 48 + 3
 
 
 def test_layer_wise_walks_every_site_of_its_model_and_no_more(shipped):
