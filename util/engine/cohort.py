@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from data import resolve_name
+from noise.calibration import noise_off
 
 from ..artifacts import atomic_write_text
 from ..cluster import data_root
@@ -84,6 +85,7 @@ SHARED: tuple[tuple[str, Callable[[ValidatedConfig], Any]], ...] = (
     ("general.num_epochs", lambda vc: vc.general.num_epochs),
     ("model.model_class", lambda vc: vc.model_class),
     ("model conf_name", lambda vc: vc.conf_name),
+    ("model architecture (model.torchvision.kwargs)", lambda vc: vc.model.architecture),
     ("optimizer.optimizer_type", lambda vc: vc.optimizer.optimizer_type),
     ("optimizer.lr", lambda vc: vc.optimizer.lr),
     ("optimizer.lr_scheduler", lambda vc: str(vc.optimizer.lr_scheduler)),
@@ -130,7 +132,10 @@ def _has_conv(model: torch.nn.Module) -> bool:
 
 def _check_stackable(preps: Sequence[Prepared]) -> None:
     """Raise :class:`NotStackable` unless these members can train as one network."""
-    StackedNetwork([p.model for p in preps])
+    with contextlib.ExitStack() as clean:   # the layers decide, not the (uncalibrated) noise
+        for p in preps:
+            clean.enter_context(noise_off(p.model))
+        StackedNetwork([p.model for p in preps])
     weights = [p.criterion.weight for p in preps]
     if any((w is None) != (weights[0] is None) or (w is not None and not torch.equal(
             w, weights[0])) for w in weights):
@@ -159,7 +164,7 @@ def _bytes_per_member(p: Prepared) -> int:
     hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel()))
              for m in p.model.children()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), noise_off(p.model):   # shapes only (relative σ uncalibrated)
             p.model.eval()
             p.model(torch.zeros((2, *p.dataset.dims), device=p.device))
     finally:
