@@ -111,14 +111,7 @@ def binarisation_index(weights, threshold: float = BINARISATION_THRESHOLD) -> fl
     read it together with ``max_abs`` (weight clamping makes the clamp bound the scale). Returns NaN for an all-zero layer (no scale).
     Raises ValueError for an empty or non-finite tensor or a threshold outside (0, 1].
     """
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    w = np.abs(np.asarray(weights, dtype=float).reshape(-1))
-    if w.size == 0:
-        raise ValueError("binarisation_index of an empty tensor")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("weights contain NaN or infinite values")
-    peak = w.max()
+    w, peak = _magnitudes(weights, threshold, "binarisation_index")
     if peak == 0:
         return float("nan")
     return float(np.count_nonzero(w >= threshold * peak) / w.size)
@@ -130,17 +123,23 @@ def near_zero_share(weights, threshold: float = NEAR_ZERO_THRESHOLD) -> float:
     layer gives 0, a uniform one about ``threshold``, a Gaussian one of 10⁴ weights about 30 %.
     NaN for an all-zero layer; ValueError for an empty or non-finite tensor or a threshold
     outside (0, 1]."""
+    w, peak = _magnitudes(weights, threshold, "near_zero_share")
+    if peak == 0:
+        return float("nan")
+    return float(np.count_nonzero(w < threshold * peak) / w.size)
+
+
+def _magnitudes(weights, threshold: float, what: str) -> tuple[np.ndarray, float]:
+    """|w| flattened and max|w|; ValueError for an empty or non-finite tensor or a threshold
+    outside (0, 1] (``what`` names the caller)."""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     w = np.abs(np.asarray(weights, dtype=float).reshape(-1))
     if w.size == 0:
-        raise ValueError("near_zero_share of an empty tensor")
+        raise ValueError(f"{what} of an empty tensor")
     if not np.all(np.isfinite(w)):
         raise ValueError("weights contain NaN or infinite values")
-    peak = w.max()
-    if peak == 0:
-        return float("nan")
-    return float(np.count_nonzero(w < threshold * peak) / w.size)
+    return w, float(w.max())
 
 
 def layer_weight_table(source: WeightSource) -> pd.DataFrame:
