@@ -19,6 +19,7 @@ uninterrupted one did.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from .config import NoiseConfig, NoNoise
 
-__all__ = ["site_rms", "calibrate", "needs_calibration", "CALIBRATION_BATCHES"]
+__all__ = ["site_rms", "calibrate", "needs_calibration", "noise_off", "CALIBRATION_BATCHES"]
 
 #: Training batches a run's calibration averages over.
 CALIBRATION_BATCHES = 8
@@ -35,6 +36,21 @@ CALIBRATION_BATCHES = 8
 def needs_calibration(configs: Iterable[NoiseConfig]) -> bool:
     """Whether any of ``configs`` gives σ relative to the site's RMS."""
     return any(getattr(c, "is_relative", False) for c in configs)  # (weight noise: never)
+
+
+@contextmanager
+def noise_off(model: nn.Module):
+    """Within this block every site of ``model`` is noise-free (a clean forward pass, which
+    needs no calibration); each site's config is restored afterwards."""
+    ops = [s.operator for s in model.noise_sites]
+    saved = [op.config for op in ops]
+    try:
+        for op in ops:
+            op.config = NoNoise()
+        yield model
+    finally:
+        for op, cfg in zip(ops, saved):
+            op.config = cfg
 
 
 @torch.no_grad()
@@ -46,7 +62,6 @@ def site_rms(model: nn.Module, batches: Iterable) -> list[float]:
     """
     sites = model.noise_sites
     ops = [s.operator for s in sites]
-    saved = [op.config for op in ops]
     was_training = model.training
     sums = [0.0] * len(ops)
     counts = [0] * len(ops)
@@ -60,21 +75,18 @@ def site_rms(model: nn.Module, batches: Iterable) -> list[float]:
 
     handles = [op.register_forward_pre_hook(recorder(i)) for i, op in enumerate(ops)]
     try:
-        for op in ops:
-            op.config = NoNoise()
-        model.eval()
-        n = 0
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
-            n += 1
+        with noise_off(model):
+            model.eval()
+            n = 0
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x)
+                n += 1
         if n == 0:
             raise ValueError("site_rms needs at least one batch")
     finally:
         for h in handles:
             h.remove()
-        for op, cfg in zip(ops, saved):
-            op.config = cfg
         model.train(was_training)
     missing = [s.name for s, c in zip(sites, counts) if c == 0]
     if missing:

@@ -316,3 +316,23 @@ def test_a_relative_walks_sigma_mid_is_the_absolute_sigma_mid_over_the_sites_rms
         assert absolute["sigma_mid"][name]["kind"] == "crossing"
         assert rel_mid == pytest.approx(abs_mid / rms[site], rel=0.1)
         assert relative["evaluations"][0]["noise"]["sigma_relative_to"] == "rms"
+
+
+def test_a_vectorised_cohort_calibrates_each_members_relative_training_noise_every_epoch(
+        learnable, tmp_path):
+    from util.engine.cohort import run_cohort
+    members = [layer_wise(4, 0.5, True, training=True), layer_wise(7, 2.0, True, training=True),
+               layer_wise(4, 0.5, False, training=True)]
+    config = engine_config(learnable, tmp_path / "cohort", epochs=2)
+    config["cohort"] = {"strategy": "vectorised"}
+    result = run_cohort(config, [{"noise_settings": m} for m in members], progress=False)
+    assert result["cohort"]["strategy"] == "vectorised"
+    got = [r["training_calibration"] for r in result["members"]]
+    assert got[2] is None                                   # absolute σ: nothing calibrated
+    single = run_experiment(engine_config(learnable, tmp_path / "single", members[0], epochs=2),
+                            progress=False)["training_calibration"]
+    assert got[0]["rms"][0] == single["rms"][0]             # epoch 1: the same initial model
+    # epoch 2: the model after one vectorised epoch (its own noise draws: close, not equal)
+    assert got[0]["rms"][1] == pytest.approx(single["rms"][1], rel=0.1)
+    assert got[0]["rms"][1][1:] != got[0]["rms"][0][1:]
+    assert got[1]["rms"][1] != got[0]["rms"][1]             # each member its own model
