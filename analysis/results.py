@@ -102,7 +102,7 @@ COLUMNS = [
     "enable_in_eval", "weight_clamping", "repetition", "repeat_number", "eval_repeat",
     "eval_split", "experiment_name", "accuracy", "test_accuracy", "loss", "clean_accuracy",
     "chance", "trained", "config_hash", "run_id", "checkpoint", "diverged", "noise_generator",
-    "target",
+    "target", "sigma_relative_to",
 ]
 
 #: The columns that name one walking-noise curve (accuracy versus σ at one site under one
@@ -110,7 +110,7 @@ COLUMNS = [
 CURVE_COLUMNS = [
     "dataset", "model_class", "conf_name", "noise_type", "std_ratio", "order",
     "enable_in_training", "enable_in_eval", "weight_clamping", "repetition", "eval_split",
-    "experiment_name", "target", "placement", "site", "site_name",
+    "experiment_name", "target", "sigma_relative_to", "placement", "site", "site_name",
 ]
 
 #: The columns that tell walking-noise conditions apart: a curve is a condition at one site.
@@ -336,7 +336,9 @@ def _noise_columns(cfg) -> dict[str, Any]:
     """σ, ratio, order and (σ_add, σ_mul) of one noise config, by the fields it has."""
     s_add, s_mul = cfg.std_pair()
     cols = {"noise_type": cfg.noise_type, "std_ratio": math.nan, "order": None,
-            "sigma_add": float(s_add), "sigma_mul": float(s_mul)}
+            "sigma_add": float(s_add), "sigma_mul": float(s_mul),
+            # σ in units of the site's clean RMS or absolute: two curves, never one
+            "sigma_relative_to": str(getattr(cfg, "sigma_relative_to", "none") or "none")}
     if hasattr(cfg, "FirstMulThenAdd"):
         cols["order"] = "mul_add" if cfg.FirstMulThenAdd else "add_mul"
     if hasattr(cfg, "StdAmplitude"):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import analysis_fixtures as F
-from analysis.results import ALL_SITES, COLUMNS, load_results, parse_source, sigma_mid_per_site
+from analysis.results import (ALL_SITES, COLUMNS, CURVE_COLUMNS, load_results, parse_source,
+                              sigma_mid_per_site)
 from util.config_paths import matches_query
 
 cluster_up = pytest.mark.skipif(
@@ -192,6 +193,17 @@ def test_noise_columns_for_each_noise_type_and_placement(tmp_path, settings, exp
             else row[col] == value, col
     if expected.get("site_name") == "mapped":
         assert math.isnan(row["sigma_add"]) and math.isnan(row["sigma_mul"])
+
+
+def test_sigma_relative_to_the_rms_is_a_column_and_keeps_its_curves_apart(tmp_path):
+    absolute = {"layer_wise": {"layer_index": 3, "noise_type": "GaussAdd", "GaussStd": 0.5,
+                               "enable_in_training": False}}
+    relative = copy.deepcopy(absolute)
+    relative["layer_wise"]["sigma_relative_to"] = "rms"
+    df = load_results(write_store(tmp_path, [noisy_run(absolute), noisy_run(relative)]))
+    assert list(df["sigma_relative_to"]) == ["none", "rms"]
+    assert "sigma_relative_to" in CURVE_COLUMNS
+    assert df.groupby([c for c in CURVE_COLUMNS if c in df], dropna=False).ngroups == 2
 
 
 def test_repetition_is_the_site_value_or_the_mean_over_sites(tmp_path):
