@@ -167,18 +167,23 @@ def _walk(config, run, db_collection) -> dict:
                        log_metric=run.log_scalar, progress=True)
     result["artifacts"].update(plot_walk(result))
     _summary(result, run)
-    head = (f"({result['walk']['noise_type']}, clean accuracy {result['clean_accuracy']:.2f}%, "
+    w = result["walk"]
+    relative = (w.get("params") or {}).get("sigma_relative_to") == "rms"
+    head = (f"({w['noise_type']}"
+            + (", σ relative to each site's clean RMS" if relative else "")
+            + f", clean accuracy {result['clean_accuracy']:.2f}%, "
             f"chance {result['chance']:.2f}%)")
+    per = "per weight layer" if w.get("target") == "weights" else "per site"
     if "noisy_training" in result:
         members = result["noisy_training"]["members"]
         trained = sum(m["trained"] for m in members)
-        print(f"\nσ_mid per site, clean training {head}:\n"
+        print(f"\nσ_mid {per}, clean training {head}:\n"
               f"{format_sigma_mid_table(result['sigma_mid_clean'])}\n"
-              f"\nσ_mid per site, noisy training ({len(members)} models, {trained} trained, "
+              f"\nσ_mid {per}, noisy training ({len(members)} models, {trained} trained, "
               f"{len(members) - trained} reused):\n"
               f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
     else:
-        print(f"\nσ_mid per site {head}:\n"
+        print(f"\nσ_mid {per} {head}:\n"
               f"{format_sigma_mid_table(result['sigma_mid'])}\n", flush=True)
     for key in ("evaluations", "walk_plot_png"):
         if key in result["artifacts"]:

@@ -156,7 +156,7 @@ def run_noisy_training_walk(config: Mapping[str, Any], *, run_store=None, db_col
         "walk": {"noise_type": w.noise_type, "sigma_key": w.sigma_key, "search": w.search,
                  "repeats": w.repeats, "eval_split": split, "train": True,
                  "sigma_factors": list(w.sigma_factors) if w.sigma_factors else None,
-                 "clean_search": clean_settings.search},
+                 "clean_search": clean_settings.search, "params": dict(w.params)},
         "noisy_training": {"members": lines, "cohort": cohort["cohort"]},
         "conf_name": vc.conf_name, "calibration": calibration,
     })

@@ -314,7 +314,8 @@ def run_walk(config: Mapping[str, Any], *, run_store=None, db_collection=None,
     result["calibration"] = calibration
     result["walk"] = {"noise_type": vc.walk.noise_type, "sigma_key": vc.walk.sigma_key,
                       "search": vc.walk.search, "repeats": vc.walk.repeats,
-                      "eval_split": vc.walk.eval_split, "target": vc.walk.target}
+                      "eval_split": vc.walk.eval_split, "target": vc.walk.target,
+                      "params": dict(vc.walk.params)}
     result["artifacts"]["evaluations"] = write_evaluations(vc, walked["evaluations"])
     result["conf_name"] = vc.conf_name
     return result
