@@ -34,6 +34,9 @@ bench: setup
 
 # Check the paper's claims on the real Fashion-MNIST and write docs/REPRODUCTION.md
 # (SCALE=smoke: seconds, for testing; small: ~20 min on 2 cores; full: hours).
+# SCALE=medium: the convergence study of docs/reproduction/PROTOCOL_medium.md (~3-4 h on two
+# idle cores, resumable: measurements cached in docs/reproduction/medium/cache), writes
+# docs/REPRODUCTION_medium.md; SCALE=medium-smoke: its code paths in minutes (a data subset).
 SCALE ?= small
 reproduce: setup
 	$(VPY) -m analysis.reproduce --scale $(SCALE)

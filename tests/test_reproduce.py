@@ -218,7 +218,8 @@ def test_python_dash_m_analysis_reproduce_keeps_its_options():
     proc = subprocess.run([sys.executable, "-m", "analysis.reproduce", "--help"], cwd=root,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for option in ("--scale {full,small,smoke}", "--out OUT", "--artifact-root", "--threads",
+    for option in ("--scale {full,medium,medium-smoke,small,smoke}", "--out OUT", "--cache",
+                   "--artifact-root", "--threads",
                    "--device", "--models", "--verbose"):
         assert option in proc.stdout
     assert "(d) per-site profile" in proc.stdout  # the package docstring describes the claims

@@ -1,6 +1,12 @@
 """Reproduce the paper's findings on Fashion-MNIST, end to end, and write docs/REPRODUCTION.md.
 
-``python -m analysis.reproduce [--scale smoke|small|full] [--out docs/]``
+``python -m analysis.reproduce [--scale smoke|small|full|medium|medium-smoke] [--out docs/]``
+
+Scales ``medium`` and ``medium-smoke`` run the convergence study of
+docs/reproduction/PROTOCOL_medium.md instead (:mod:`.convergence`: several training lengths
+and seeds, intervals, verdicts per the protocol's rules in :mod:`.verdicts`; every measurement
+cached under docs/reproduction/medium/cache so a run resumes across checkouts) and write
+docs/REPRODUCTION_medium.md; the small document stays docs/REPRODUCTION.md.
 
 The paper's claims (issue 9) and how each is checked with this project's own tools, on the
 four models LeNet5, LeNet5-BN, RL_TFC-noBN and RL_TFC:
@@ -23,7 +29,9 @@ four models LeNet5, LeNet5-BN, RL_TFC-noBN and RL_TFC:
 Modules: ``scales`` (presets, the four models, site selection), ``experiments`` (the five parts,
 class :class:`Reproduction`), ``evaluation`` (accuracy under noise through the engine's loops),
 ``claims`` (the computed verdicts), ``report`` (the document), ``figures``, ``markdown``
-(tables and number formats), ``__main__`` (the command line).
+(tables and number formats), ``__main__`` (the command line); for the convergence scales
+``convergence`` (training and measuring), ``measures``, ``cache``, ``medium_tables``,
+``verdicts`` and ``medium_report``.
 
 Everything is trained under a fixed artifact root (default ``artifacts/reproduction``) and found
 again by its training hash, so a second run (or one resumed after a kill) only evaluates.

@@ -12,7 +12,9 @@ import torch
 from util.cluster import REPO_ROOT
 
 from . import __doc__ as DESCRIPTION
+from .convergence import Convergence
 from .experiments import Reproduction
+from .medium_report import write_medium_document
 from .report import summary, write_document
 from .scales import MODELS, SCALES
 
@@ -25,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="folder for REPRODUCTION.md and reproduction/*.png (default: docs/; "
                          "for --scale smoke: artifacts/reproduction/smoke-docs, so that a "
                          "smoke run never overwrites the published document)")
+    ap.add_argument("--cache", default=None,
+                    help="measurement cache of a convergence scale (default: "
+                         "docs/reproduction/medium/cache for --scale medium, else "
+                         "<artifact root>/<scale>/cache)")
     ap.add_argument("--artifact-root", default=str(REPO_ROOT / "artifacts" / "reproduction"),
                     help="where trained models are kept and found again (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1,
@@ -44,11 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = SCALES[args.scale]
     if args.models:
         scale = replace(scale, models=tuple(args.models))
+    published = args.scale in ("small", "full", "medium")
     out = Path(args.out) if args.out else (
-        REPO_ROOT / "artifacts" / "reproduction" / "smoke-docs" if args.scale == "smoke"
-        else REPO_ROOT / "docs")
+        REPO_ROOT / "docs" if published
+        else REPO_ROOT / "artifacts" / "reproduction" / f"{args.scale}-docs")
     command = "python -m analysis.reproduce --scale " + args.scale + (
         " --models " + " ".join(args.models) if args.models else "")
+    if scale.convergence:
+        cache = Path(args.cache) if args.cache else (
+            REPO_ROOT / "docs" / "reproduction" / "medium" / "cache" if args.scale == "medium"
+            else Path(args.artifact_root) / args.scale / "cache")
+        run = Convergence(scale, artifact_root=args.artifact_root, cache_root=cache,
+                          device=args.device).run()
+        doc = write_medium_document(run, out, command=command,
+                                    doc_name=f"REPRODUCTION_{args.scale.replace('-', '_')}.md")
+        print(f"wrote {doc} (scale {scale.name}, {run.facts['wall_seconds'] / 60:.1f} min, "
+              f"{run.facts['trainings']} models trained)")
+        return 0
     rep = Reproduction(scale, artifact_root=args.artifact_root, device=args.device).run()
     doc = write_document(rep, out, command=command)
     print(summary(rep, doc))
