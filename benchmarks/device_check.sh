@@ -24,10 +24,17 @@ dev="$here/.device"
 if [ "${1:-}" = "prepare" ]; then
   mkdir -p "$dev/wheels" "$dev/fashion-mnist"
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
-  # what the GPU image's Python (3.12) lacks; torch and friends are there already
-  .venv/bin/python -m pip download -q -d "$dev/wheels" --python-version 3.12 \
-    --only-binary=:all: sacred seml 'setuptools<81' gitpython munch docopt-ng jsonpickle \
-    py-cpuinfo colorama wrapt pymongo debugpy rich 2>&1 | tail -n 3
+  # what the GPU image's Python (3.12) lacks (its numpy, pandas, torch, rich, typer, ... stay);
+  # --no-deps keeps out the large wheels the image has (the carry limit is 64 MiB)
+  for pkg in sacred seml 'setuptools<81' gitpython gitdb smmap munch docopt-ng jsonpickle \
+      pymongo dnspython debugpy deepdiff orderly-set gitignore-parser omegaconf \
+      antlr4-python3-runtime importlib-resources; do
+    # a wheel for Python 3.12, else (a package published as source only) one built here
+    .venv/bin/python -m pip download -q --no-deps -d "$dev/wheels" --python-version 3.12 \
+        --only-binary=:all: "$pkg" >/dev/null 2>&1 \
+      || .venv/bin/python -m pip wheel -q --no-deps -w "$dev/wheels" "$pkg" >/dev/null 2>&1 \
+      || echo "could not get $pkg" >&2
+  done
   cp /usr/share/datasets/fashion-mnist/*.gz "$dev/fashion-mnist/"
   du -sh "$dev"
   exit 0
@@ -40,7 +47,7 @@ py=python3
 log() { printf '[device_check] %s\n' "$*" | tee -a "$out/device_check.log"; }
 
 log "1. wheels"
-$py -m pip install -q --no-index --find-links "$dev/wheels" sacred seml 'setuptools<81' \
+$py -m pip install -q --no-index --no-deps "$dev"/wheels/*.whl \
   >>"$out/device_check.log" 2>&1 || log "pip install failed (see the log)"
 mkdir -p /usr/share/datasets/fashion-mnist && cp "$dev"/fashion-mnist/*.gz /usr/share/datasets/fashion-mnist/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$out/device_check.log"
