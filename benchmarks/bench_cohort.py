@@ -69,8 +69,10 @@ def base_updates(model: str, data: str, data_root: str | None, device: str) -> d
 def members_of(model: str, k: int) -> list[dict]:
     from util.config import merged_with_defaults, validate_config
     n_sites = len(validate_config(merged_with_defaults({"model": MODELS[model]})).site_names)
+    # sites in turn; past the last site, the next round at another σ (K distinct configs)
     return [{"noise_settings": {"layer_wise": {"layer_index": i % n_sites,
-                                               "noise_type": "GaussAdd", "GaussStd": 0.1}}}
+                                               "noise_type": "GaussAdd",
+                                               "GaussStd": 0.1 * (1 + i // n_sites)}}}
             for i in range(k)]
 
 

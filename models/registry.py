@@ -51,6 +51,13 @@ class ModelFamily:
         """The spec of sub-section ``sub``; ``ValueError`` naming the key otherwise."""
         raise NotImplementedError
 
+    def check_subkeys(self, model_class: str, sub: Mapping[str, Any]) -> None:
+        """``ValueError`` for a key of ``model.<model_class>`` outside :attr:`subkeys`."""
+        unknown = set(sub) - set(self.subkeys)
+        if unknown:
+            raise ValueError(f"model.{model_class}: unknown key {sorted(unknown)[0]!r}; "
+                             f"allowed: {list(self.subkeys)}")
+
     def site_table(self, spec: ModelSpec, input_shape: Sequence[int] | None,
                    num_classes: int | None) -> tuple[list[str], list[str]]:
         """(site names, site kinds) of ``spec``'s network, without building it for real.
@@ -76,10 +83,7 @@ class ConfFamily(ModelFamily):
         if not isinstance(sub, Mapping) or "conf_name" not in sub:
             raise ValueError(f"model.{model_class} must be a dict with 'conf_name' "
                              f"(one of {sorted(self.confs)})")
-        unknown = set(sub) - set(self.subkeys)
-        if unknown:
-            raise ValueError(f"model.{model_class}: unknown key {sorted(unknown)[0]!r}; "
-                             f"allowed: {list(self.subkeys)}")
+        self.check_subkeys(model_class, sub)
         get_conf(model_class, sub["conf_name"])
         return ModelSpec(model_class, sub["conf_name"], {},
                          dict(sub.get("repetition_config") or {}))

@@ -139,10 +139,7 @@ class TorchvisionFamily(ModelFamily):
         if not isinstance(sub, Mapping) or "name" not in sub:
             raise ValueError(f"{what} must be a dict with 'name' (a constructor of "
                              f"torchvision.models, e.g. resnet18), got {sub!r}")
-        unknown = set(sub) - set(self.subkeys)
-        if unknown:
-            raise ValueError(f"{what}: unknown key {sorted(unknown)[0]!r}; "
-                             f"allowed: {list(self.subkeys)}")
+        self.check_subkeys(model_class, sub)
         name = sub["name"]
         names = available_names()
         if name not in names:

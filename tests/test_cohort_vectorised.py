@@ -15,6 +15,12 @@ the trained networks to the same predictions on clean inputs.
 import copy
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -390,3 +396,41 @@ def test_a_noisy_members_training_does_not_depend_on_its_chunk_mates(mnist_root,
     # while another σ at the same site trained another model
     other = state_of(a["members"][0])["fc2.weight"]
     assert not torch.allclose(other, state_of(mine_a)["fc2.weight"], atol=1e-3)
+
+
+def test_a_vectorised_cohort_sigkilled_mid_run_resumes_to_the_uninterrupted_metrics(mnist_root,
+                                                                                   tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    members = json.dumps(MEMBERS)
+
+    def command(art, store):
+        return [sys.executable, "train.py", "cohort", "-F", str(store), "with",
+                "data.dataset=MNIST", f"data.root={mnist_root}", "data.download=false",
+                "data.batch_size=64", "general.num_epochs=3", f"artifact_root={art}",
+                "device=cpu", "model.model_class=MLP", "model.MLP.conf_name=RL_TFC",
+                "cohort.strategy=vectorised", f"cohort.members={members}"]
+
+    def histories(store):
+        """The per-epoch metrics of every member of the one COMPLETED cohort run in store."""
+        runs = [json.loads(p.read_text()) for p in store.glob("*/run.json")]
+        done = [r for r in runs if r["status"] == "COMPLETED"]
+        assert len(done) == 1
+        members = json.loads(Path(done[0]["result"]["artifacts"]["histories"]).read_text())
+        return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in members]
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(command(tmp_path / "a", tmp_path / "runs_a"), cwd=root, check=True,
+                   capture_output=True, env=env, timeout=600)
+    art = tmp_path / "b"
+    proc = subprocess.Popen(command(art, tmp_path / "runs_b"), cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(art.glob("checkpoints/*/epoch_0002.pt")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the cohort ended before it could be killed"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)   # while the members write their epoch-2 checkpoints
+    proc.wait()
+    subprocess.run(command(art, tmp_path / "runs_b"), cwd=root, check=True,
+                   capture_output=True, env=env, timeout=600)
+    # every member's every epoch to the float, as if nothing had happened
+    assert histories(tmp_path / "runs_b") == histories(tmp_path / "runs_a")
