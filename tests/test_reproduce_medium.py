@@ -378,3 +378,21 @@ def test_a_missing_measurement_loads_only_its_model(toy_runs, tmp_path):
     assert again.facts["cache"]["writes"] == 1
     mine = next(r for r in again.results if r["hash"] == clean["hash"] and r["kind"] == "clean")
     assert mine["m"]["weights"] == clean["m"]["weights"]
+
+
+def test_the_budget_cut_of_the_protocol_drops_the_lenets_gaussmul_sigma_1_when_over(tmp_path,
+                                                                                    monkeypatch):
+    from analysis.reproduce import convergence as conv
+    run = conv.Convergence(SCALES["medium"], artifact_root=tmp_path / "art",
+                           cache_root=tmp_path / "cache")
+    slow = {"LeNet5": 6.0, "LeNet5-BN": 6.0, "RL_TFC-noBN": 0.3, "RL_TFC": 0.3}
+    monkeypatch.setattr(run, "measure_epoch_seconds", lambda: slow)
+    b = run.budget()
+    assert "cut" in b and b["with_evaluations_hours"] < float(b["cut"].split()[1])
+    assert run.scale.cuts["LeNet"].mul_sigmas == (1e10,)
+    assert run.scale.cuts["MLP"].mul_sigmas == SCALES["medium"].cuts["MLP"].mul_sigmas
+    fast = conv.Convergence(SCALES["medium"], artifact_root=tmp_path / "art2",
+                            cache_root=tmp_path / "cache2")
+    monkeypatch.setattr(fast, "measure_epoch_seconds", lambda: {m: 0.1 for m in slow})
+    assert "cut" not in fast.budget()
+    assert fast.scale.cuts["LeNet"].mul_sigmas == (1.0, 1e10)

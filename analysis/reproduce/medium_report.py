@@ -155,7 +155,8 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
         w(f"- Budget measured at the start: {b['training_hours']} h of training "
           f"({sum(b['model_epochs'].values())} model-epochs at "
           + ", ".join(f"{m} {v:.2f} s" for m, v in b["epoch_seconds"].items())
-          + f" per epoch), {b['with_evaluations_hours']} h with evaluations.")
+          + f" per epoch), {b['with_evaluations_hours']} h with evaluations."
+          + (f" Cut before the run: {b['cut']}." if b.get("cut") else ""))
     w("")
     w("## Verdicts\n")
     titles = {"a": "noisy training increases robustness", "b": "…by growing the weights",
