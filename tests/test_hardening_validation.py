@@ -274,10 +274,13 @@ def test_hashes_without_integral_floats_are_unchanged():
                                    "criterion": "CrossEntropyLoss", "weight_criterion": False},
                          "training_noise": None})
     assert training_hash(vc) == expected
-    plain = strip_bookkeeping({k: v for k, v in cfg.items() if k not in ("walk", "cohort")})
+    plain = strip_bookkeeping({k: v for k, v in cfg.items()
+                               if k not in ("walk", "cohort", "weight_noise")})
     assert config_hash(plain) == old_hash(plain)
-    # the cohort section at its defaults (in every config since it exists) changes nothing
+    # the cohort and weight-noise sections at their defaults (in every config since they
+    # exist) change nothing
     assert config_hash({**plain, "cohort": cfg["cohort"]}) == old_hash(plain)
+    assert config_hash({**plain, "weight_noise": cfg["weight_noise"]}) == old_hash(plain)
 
 
 def test_noisy_training_and_eval_noise_hashes_are_unchanged():
