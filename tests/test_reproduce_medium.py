@@ -396,3 +396,29 @@ def test_the_budget_cut_of_the_protocol_drops_the_lenets_gaussmul_sigma_1_when_o
     monkeypatch.setattr(fast, "measure_epoch_seconds", lambda: {m: 0.1 for m in slow})
     assert "cut" not in fast.budget()
     assert fast.scale.cuts["LeNet"].mul_sigmas == (1.0, 1e10)
+
+
+def test_the_budget_decision_is_taken_once_and_reused_by_a_resumed_run(tmp_path, monkeypatch):
+    """A restart that times the machine differently keeps the first start's decision (both
+    ways), so the plan of a run does not change half-way."""
+    from analysis.reproduce import convergence as conv
+    slow = {"LeNet5": 6.0, "LeNet5-BN": 6.0, "RL_TFC-noBN": 0.3, "RL_TFC": 0.3}
+    fast = {m: 0.1 for m in slow}
+
+    def start(cache, timing):
+        run = conv.Convergence(SCALES["medium"], artifact_root=tmp_path / "art",
+                               cache_root=tmp_path / cache)
+        monkeypatch.setattr(run, "measure_epoch_seconds", lambda: timing)
+        return run, run.budget()
+
+    first, b = start("no-cut", fast)
+    assert "cut" not in b and (tmp_path / "no-cut" / "budget.json").exists()
+    again, b2 = start("no-cut", slow)          # slower now: would cut if it decided again
+    assert "cut" not in b2 and again.scale.cuts["LeNet"].mul_sigmas == (1.0, 1e10)
+    assert b2["with_evaluations_hours"] == b["with_evaluations_hours"]
+
+    cut, c = start("cut", slow)
+    assert "cut" in c and cut.scale.cuts["LeNet"].mul_sigmas == (1e10,)
+    resumed, c2 = start("cut", fast)          # faster now: the cut stays
+    assert c2["cut"] == c["cut"] and resumed.scale.cuts["LeNet"].mul_sigmas == (1e10,)
+    assert resumed.scale.cuts["MLP"].mul_sigmas == SCALES["medium"].cuts["MLP"].mul_sigmas

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import logging
 import math
 import os
@@ -261,7 +262,25 @@ class Convergence:
         """The budget printout of the protocol: measured epoch cost × planned model-epochs,
         and its one cut: when the prediction (with evaluations) exceeds
         :data:`BUDGET_LIMIT_HOURS`, the LeNets' GaussMul σ = 1 is dropped, before anything
-        runs (docs/reproduction/PROTOCOL_medium.md, Budget)."""
+        runs (docs/reproduction/PROTOCOL_medium.md, Budget).
+
+        The decision is taken once per run: the first start writes it (with its measured
+        figures) to ``budget.json`` in the cache root, and every later start of the same
+        scale reuses it, so a run resumed on a slower or busier machine does not change its
+        plan half-way (a fresh timing of a few steps moves by tens of per cent here)."""
+        decided = self.cache.root / "budget.json"
+        try:
+            b = json.loads(decided.read_text())
+        except (FileNotFoundError, ValueError):
+            b = None
+        if b is not None and b.get("scale") == self.scale.name:
+            if b.get("cut"):
+                self._apply_cut()
+            log.info("budget of scale %s: decided at the run's first start (%s): %s h with "
+                     "evaluations, %s; reused", self.scale.name, b.get("decided_at"),
+                     b.get("with_evaluations_hours"), b.get("cut") or "no cut")
+            self.facts["budget"] = b
+            return b
         cost = self.measure_epoch_seconds()
 
         def predict() -> dict[str, Any]:
@@ -278,10 +297,7 @@ class Convergence:
         if b["with_evaluations_hours"] > BUDGET_LIMIT_HOURS and lenet is not None \
                 and 1.0 in lenet.mul_sigmas:
             before = b["with_evaluations_hours"]
-            cuts = dict(self.scale.cuts)
-            cuts["LeNet"] = dataclasses.replace(
-                lenet, mul_sigmas=tuple(s for s in lenet.mul_sigmas if s != 1.0))
-            self.scale = dataclasses.replace(self.scale, cuts=cuts)
+            self._apply_cut()
             b = predict()
             b["cut"] = (f"predicted {before} h > {BUDGET_LIMIT_HOURS} h: the LeNets' GaussMul "
                         f"σ = 1 is dropped (the protocol's cut), now {b['with_evaluations_hours']}"
@@ -295,8 +311,20 @@ class Convergence:
         if "cut" in b:
             lines.append(f"  {b['cut']}")
         log.info("\n".join(lines))
+        b["scale"] = self.scale.name
+        b["decided_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        self.cache.root.mkdir(parents=True, exist_ok=True)
+        decided.write_text(json.dumps(b, indent=1, sort_keys=True) + "\n")
         self.facts["budget"] = b
         return b
+
+    def _apply_cut(self) -> None:
+        """The protocol's one cut: the LeNets' GaussMul σ = 1 dropped."""
+        lenet = self.scale.cuts["LeNet"]
+        cuts = dict(self.scale.cuts)
+        cuts["LeNet"] = dataclasses.replace(
+            lenet, mul_sigmas=tuple(s for s in lenet.mul_sigmas if s != 1.0))
+        self.scale = dataclasses.replace(self.scale, cuts=cuts)
 
     # ------------------------------------------------------------------ running
 

@@ -152,11 +152,13 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
          "images." if s.data_subset else " Data: the full Fashion-MNIST (60 000 / 10 000)."))
     b = run.facts.get("budget") or {}
     if b:
-        w(f"- Budget measured at the start: {b['training_hours']} h of training "
-          f"({sum(b['model_epochs'].values())} model-epochs at "
-          + ", ".join(f"{m} {v:.2f} s" for m, v in b["epoch_seconds"].items())
-          + f" per epoch), {b['with_evaluations_hours']} h with evaluations."
-          + (f" Cut before the run: {b['cut']}." if b.get("cut") else ""))
+        per_epoch = ", ".join(f"{m} {v:.2f} s" for m, v in b["epoch_seconds"].items())
+        w(f"- Budget measured at the run's first start ({b.get('decided_at', '?')}): "
+          f"{b['training_hours']} h of training ({sum(b['model_epochs'].values())} "
+          "model-epochs" + (f" at {per_epoch} per epoch" if per_epoch else "")
+          + f"), {b['with_evaluations_hours']} h with evaluations."
+          + (f" Cut before the run: {b['cut']}." if b.get("cut") else " No cut.")
+          + (f" Note: {b['note']}." if b.get("note") else ""))
     w("")
     w("## Verdicts\n")
     titles = {"a": "noisy training increases robustness", "b": "…by growing the weights",
