@@ -3,6 +3,7 @@ plumbing end to end at a toy scale on the learnable MNIST fixture, its measureme
 second run in a fresh artifact root trains nothing and gives the same tables), the protocol's
 verdict rules on hand-made tables, and the scale presets."""
 import json
+import os
 import math
 
 import numpy as np
@@ -333,6 +334,7 @@ def test_tables_intervals_and_document(toy_runs):
     assert sorted(d[(d["model"] == "RL_TFC") & (d["length"] == 2)]["rank"]) == list(range(1, 12))
     text = doc.read_text()
     assert "# Reproduction at scale `toy-medium`" in text
+    assert "Run time over all its starts: " in text and "in 1 start(s)" in text
     for k in "abcde":
         assert f"- ({k}) *" in text and f"## ({k})" in text
     for line in text.splitlines():
@@ -352,6 +354,12 @@ def test_second_run_from_the_cache_trains_nothing_and_gives_the_same_tables(toy_
     assert second.facts["trainings"] == 0 and second.facts["models_loaded"] == 0
     assert second.facts["cache"]["writes"] == 0
     assert not (root / "fresh" / "checkpoints").exists()
+    # the run time of a resumed run: the first start's record (it trained), not the second's
+    starts = second.facts["starts"]
+    assert len(starts) == 1 and starts[0]["pid"] == os.getpid()
+    cells = {(m, L, r) for m, L, r, _ in starts[0]["cells"]}
+    assert cells == {(m, L, r) for m in TOY.models for L in (1, 2) for r in (0, 1)}
+    assert 0 < sum(c[3] for c in starts[0]["cells"]) <= starts[0]["wall_seconds"]
     t1 = build_tables(first.results, n_boot=TOY.n_boot, mul_site=1)
     t2 = build_tables(second.results, n_boot=TOY.n_boot, mul_site=1)
     for key in t1:
@@ -422,3 +430,30 @@ def test_the_budget_decision_is_taken_once_and_reused_by_a_resumed_run(tmp_path,
     resumed, c2 = start("cut", fast)          # faster now: the cut stays
     assert c2["cut"] == c["cut"] and resumed.scale.cuts["LeNet"].mul_sigmas == (1e10,)
     assert resumed.scale.cuts["MLP"].mul_sigmas == SCALES["medium"].cuts["MLP"].mul_sigmas
+
+
+def test_the_small_document_gets_the_medium_verdicts_as_one_block(toy_runs, tmp_path):
+    from analysis.reproduce.medium_summary import BEGIN, END, medium_block, update_block
+    _, _, doc, _ = toy_runs
+    results = json.loads((doc.parent / "reproduction" / "toy-medium" / "results.json")
+                         .read_text())
+    small = tmp_path / "REPRODUCTION.md"
+    small.write_text("# Title\n\nProduced by `x`.\n\n## Setup\n\n- a line\n")
+    assert update_block(small, medium_block(results, "REPRODUCTION_medium.md"))
+    once = small.read_text()
+    lines = once.splitlines()
+    # after the "Produced by" paragraph, before the setup; one line per claim with its word
+    assert lines.index(BEGIN) > lines.index("Produced by `x`.") and \
+        lines.index(END) < lines.index("## Setup")
+    for k, v in results["verdicts"].items():
+        assert f"- ({k}) *" in once and f"**{v['word']}**: {v['reason']}" in once
+    assert "training repeats [0, 1]" in once and "MLP [1, 2]" in once
+    assert "process time over 1 start(s)" in once
+    # a second writing replaces the block (no second copy)
+    results["verdicts"]["a"]["word"] = "not reproduced"
+    update_block(small, medium_block(results, "REPRODUCTION_medium.md"))
+    twice = small.read_text()
+    assert twice.count(BEGIN) == 1 and twice.count(END) == 1
+    assert "- (a) *noisy training increases robustness*: **not reproduced**" in twice
+    assert twice.endswith("- a line\n")
+    assert not update_block(tmp_path / "missing.md", ["x"])

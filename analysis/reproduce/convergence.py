@@ -318,6 +318,27 @@ class Convergence:
         self.facts["budget"] = b
         return b
 
+    def _record_start(self, start: dict[str, Any]) -> None:
+        """This start's record (``starts/<time>-<pid>.json`` in the cache root, rewritten
+        after every cell): the run time of a run continued over several starts and sessions
+        is the sum over these records."""
+        d = self.cache.root / "starts"
+        d.mkdir(parents=True, exist_ok=True)
+        name = start["started"].replace(" UTC", "").replace(" ", "T").replace(":", "")
+        (d / f"{name}-{start['pid']}.json").write_text(json.dumps(start) + "\n")
+
+    def starts(self) -> list[dict[str, Any]]:
+        """Every start's record of this run (those that trained something), oldest first."""
+        out = []
+        for f in sorted((self.cache.root / "starts").glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("cells"):
+                out.append(rec)
+        return out
+
     def _apply_cut(self) -> None:
         """The protocol's one cut: the LeNets' GaussMul σ = 1 dropped."""
         lenet = self.scale.cuts["LeNet"]
@@ -330,16 +351,24 @@ class Convergence:
 
     def run(self, *, budget: bool = True) -> "Convergence":
         t0 = time.perf_counter()
+        start = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                 "pid": os.getpid(), "models": list(self.scale.models), "cells": []}
         if budget:
             self.budget()
         for m in self.scale.models:
             for length in self.cuts(m).lengths:
                 for r in self.scale.repeats:
                     t_cell = time.perf_counter()
+                    before = self.facts["trainings"]
                     self.cell(m, length, r)
-                    log.info("%s, %d epochs, repeat %d: done (%.0fs)", m, length, r,
-                             time.perf_counter() - t_cell)
+                    took = time.perf_counter() - t_cell
+                    log.info("%s, %d epochs, repeat %d: done (%.0fs)", m, length, r, took)
+                    if self.facts["trainings"] > before:
+                        start["cells"].append([m, int(length), int(r), round(took, 1)])
+                    start["wall_seconds"] = round(time.perf_counter() - t0, 1)
+                    self._record_start(start)
         self.facts["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        self.facts["starts"] = self.starts()
         self.facts["cache"] = {"hits": self.cache.hits, "writes": self.cache.writes,
                                "root": str(self.cache.root)}
         return self

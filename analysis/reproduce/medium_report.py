@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from ..plots import save_figure
 from .convergence import Convergence
 from .markdown import fmt, markdown_table
+from .medium_summary import medium_block, read_results, update_block
 from .medium_tables import build_tables
 from .verdicts import (mechanism_b, verdict_a, verdict_b, verdict_c, verdict_d, verdict_e)
 
@@ -130,8 +131,17 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
     w = L.append
     wall = run.facts.get("wall_seconds", math.nan)
     w(f"# Reproduction at scale `{s.name}`: do the verdicts stop moving?\n")
+    starts = run.facts.get("starts") or []
+    busy = sum(st.get("wall_seconds", 0.0) for st in starts)
     w(f"Produced by `{command}` following the protocol fixed before the run, "
-      "[PROTOCOL_medium.md](reproduction/PROTOCOL_medium.md). Run time "
+      "[PROTOCOL_medium.md](reproduction/PROTOCOL_medium.md). "
+      + (f"Run time over all its starts: {busy / 3600:.2f} h of process time in {len(starts)} "
+         "start(s) that trained something (" + "; ".join(
+             f"{st['started']}: {st.get('wall_seconds', 0) / 60:.0f} min, "
+             + ", ".join(st.get("models", [])) + (f" ({st['note']})" if st.get("note") else "")
+             for st in starts) + "; starts can overlap, one process per core). "
+         if starts else "")
+      + "This last start: "
       f"{wall / 60:.1f} min wall ({run.facts['trainings']} models trained in this run, "
       f"{run.facts['models_loaded']} loaded; cache {run.facts['cache']['hits']} hits, "
       f"{run.facts['cache']['writes']} new measurements, in `{run.facts['cache']['root']}`). "
@@ -250,6 +260,9 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
          "verdicts": {k: {"word": v.word, "reason": v.reason} for k, v in V.items()},
          "tables": {k: v.to_dict(orient="records") for k, v in T.items()}},
         indent=1, default=_default))
+    if doc_name == "REPRODUCTION_medium.md":
+        update_block(out_dir / "REPRODUCTION.md",
+                     medium_block(read_results(fig_dir / "results.json"), doc_name))
     log.info("wrote %s and %d figures under %s", doc, len(figs), fig_dir)
     return doc
 

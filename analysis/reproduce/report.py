@@ -19,6 +19,7 @@ from .experiments import Reproduction
 from .figures import make_figures
 from .markdown import (bound_prefix, fmt, fmt_pct, fmt_ratio, markdown_table, median_ratio,
                        sigma_with_kind, wide)
+from .medium_summary import medium_block, read_results, update_block
 from .scales import PAIRS
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,9 @@ def write_document(rep: Reproduction, out_dir: Path, *, command: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = out_dir / "REPRODUCTION.md"
     doc.write_text(text)
+    medium = read_results(out_dir / "reproduction" / "medium" / "results.json")
+    if medium is not None:
+        update_block(doc, medium_block(medium, "REPRODUCTION_medium.md"))
     (fig_dir / "results.json").write_text(json.dumps(_results_json(rep, command), indent=1,
                                                      default=_json_default))
     log.info("wrote %s and %d figures under %s", doc, len(figs), fig_dir)
