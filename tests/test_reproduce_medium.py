@@ -457,3 +457,15 @@ def test_the_small_document_gets_the_medium_verdicts_as_one_block(toy_runs, tmp_
     assert "- (a) *noisy training increases robustness*: **not reproduced**" in twice
     assert twice.endswith("- a line\n")
     assert not update_block(tmp_path / "missing.md", ["x"])
+
+
+def test_repeats_option_is_checked_before_anything_runs(capsys, tmp_path):
+    from analysis.reproduce.__main__ import main
+    for argv, expected in (
+            (["--scale", "small", "--repeats", "1"], "--repeats: only for a convergence scale"),
+            (["--scale", "medium", "--repeats", "0", "7"],
+             "--repeats: [7] not among scale 'medium''s repeats [0, 1, 2]")):
+        with pytest.raises(SystemExit) as e:
+            main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+        assert e.value.code == 2 and expected in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

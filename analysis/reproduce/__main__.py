@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
                     help="a subset of the four models")
+    ap.add_argument("--repeats", nargs="+", type=int, default=None,
+                    help="a convergence scale's training repeats to run (default: the scale's); "
+                         "with --models, lets two processes share the cores without running "
+                         "the same cell twice")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -50,12 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = SCALES[args.scale]
     if args.models:
         scale = replace(scale, models=tuple(args.models))
+    if args.repeats:
+        if not scale.convergence:
+            ap.error(f"--repeats: only for a convergence scale "
+                     f"({', '.join(k for k, v in SCALES.items() if v.convergence)}), not "
+                     f"{args.scale!r}")
+        unknown = sorted(set(args.repeats) - set(scale.repeats))
+        if unknown:
+            ap.error(f"--repeats: {unknown} not among scale {args.scale!r}'s repeats "
+                     f"{list(scale.repeats)}")
+        scale = replace(scale, repeats=tuple(r for r in scale.repeats if r in args.repeats))
     published = args.scale in ("small", "full", "medium")
     out = Path(args.out) if args.out else (
         REPO_ROOT / "docs" if published
         else REPO_ROOT / "artifacts" / "reproduction" / f"{args.scale}-docs")
     command = "python -m analysis.reproduce --scale " + args.scale + (
-        " --models " + " ".join(args.models) if args.models else "")
+        " --models " + " ".join(args.models) if args.models else "") + (
+        " --repeats " + " ".join(map(str, args.repeats)) if args.repeats else "")
     if scale.convergence:
         cache = Path(args.cache) if args.cache else (
             REPO_ROOT / "docs" / "reproduction" / "medium" / "cache" if args.scale == "medium"
