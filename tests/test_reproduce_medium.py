@@ -335,6 +335,12 @@ def test_tables_intervals_and_document(toy_runs):
     text = doc.read_text()
     assert "# Reproduction at scale `toy-medium`" in text
     assert "Run time over all its starts: " in text and "in 1 start(s)" in text
+    # (e): every tailored plan beside the uniform one at the longest length
+    every = text.split("every plan beside the uniform plan")[1].split("</details>")[0]
+    e_last = T["e"][(T["e"]["length"] == 2) | ((T["e"]["model"] == "LeNet5-BN")
+                                               & (T["e"]["length"] == 2))]
+    n_plans = int((~e_last["plan"].isin(["uniform", "none (R=1)"])).sum())
+    assert n_plans > 0 and every.count("\n| ") == n_plans + 1   # header + one row per plan
     for k in "abcde":
         assert f"- ({k}) *" in text and f"## ({k})" in text
     for line in text.splitlines():

@@ -72,6 +72,20 @@ def _iv(v, lo, hi, digits: int = 3) -> str:
     return f"{fmt(v, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
+def _every_plan(e: pd.DataFrame) -> pd.DataFrame:
+    """Each tailored plan of (e) at its model's longest length, with the uniform plan's
+    accuracy at the same budget and the difference (point estimates)."""
+    if e is None or not len(e):
+        return pd.DataFrame()
+    e = e[e.groupby("model")["length"].transform("max") == e["length"]]
+    uni = e[e["plan"] == "uniform"].set_index(["model", "length", "budget"])["accuracy"]
+    out = e[~e["plan"].isin(["uniform", "none (R=1)"])].copy()
+    keys = list(zip(out["model"], out["length"], out["budget"]))
+    out["uniform"] = [uni.get(k, math.nan) for k in keys]
+    out["diff"] = out["accuracy"] - out["uniform"]
+    return out.sort_values(["model", "budget", "plan"])
+
+
 def _with_iv(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     df = df.copy()
     for c in cols:
@@ -252,6 +266,15 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
             "draws; every plan in results.json).", et,
             {"model": "model", "length": "epochs", "budget": "b", "accuracy_u": "uniform (%)",
              "plan": "best tailored", "accuracy": "its accuracy (%)", "diff": "difference (pp)"})
+    every = _every_plan(T["e"])
+    if len(every):
+        w("<details><summary>(e) every plan beside the uniform plan at the same budget, at each "
+          "model's longest length</summary>\n")
+        w(markdown_table(_with_iv(every, ["accuracy"]),
+                         {"model": "model", "length": "epochs", "budget": "b", "plan": "plan",
+                          "accuracy": "accuracy (%)", "uniform": "uniform (%)",
+                          "diff": "difference (pp)"}))
+        w("\n</details>\n")
     text = "\n".join(L) + "\n"
     doc = out_dir / doc_name
     doc.write_text(text)
