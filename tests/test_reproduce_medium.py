@@ -216,6 +216,14 @@ def test_c_verdict_outcomes():
             for m in MODELS4 for L in (10, 30)]
     v = verdict_c(pd.DataFrame(rows))
     assert v.word == "inconclusive" and "still moves" in v.reason
+    # ...and says where the noise-trained coefficient lies against the clean one
+    assert "of 4 (model, σ) rows above chance" in v.reason
+    assert "weights below the clean model's at 0, above at 4, overlapping at 0" in v.reason
+    rows = [_c_row(m, L, 1.0, (0.1, 0.05, 0.15) if L == 30 else (0.4, 0.35, 0.45), clean)
+            for m in MODELS4 for L in (10, 30)]
+    v = verdict_c(pd.DataFrame(rows))
+    assert v.word == "inconclusive" and "weights below the clean model's at 4, above at 0" \
+        in v.reason
 
 
 def test_d_and_e_verdict_outcomes():
@@ -335,6 +343,11 @@ def test_tables_intervals_and_document(toy_runs):
     text = doc.read_text()
     assert "# Reproduction at scale `toy-medium`" in text
     assert "Run time over all its starts: " in text and "in 1 start(s)" in text
+    # MAX noise: the sentence counts what the table shows
+    cm = T["c_max"]
+    assert len(cm) and "weights finite" in text and "Measured: noise-trained: trained weights " \
+        f"finite in {int(cm[cm['model_trained'] == 'noise-trained']['weights_finite'].sum())} " \
+        f"of {int((cm['model_trained'] == 'noise-trained').sum())}" in text
     # (e): every tailored plan beside the uniform one at the longest length
     every = text.split("every plan beside the uniform plan")[1].split("</details>")[0]
     e_last = T["e"][(T["e"]["length"] == 2) | ((T["e"]["model"] == "LeNet5-BN")

@@ -72,6 +72,23 @@ def _iv(v, lo, hi, digits: int = 3) -> str:
     return f"{fmt(v, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
+def max_noise_summary(c_max: pd.DataFrame) -> str:
+    """One sentence on the MAX-noise rows: diverged trainings, and what float64 rescues."""
+    out = []
+    for who, g in c_max.groupby("model_trained", sort=False):
+        n = len(g)
+        finite_w = int(g["weights_finite"].sum())
+        f32 = int((g["non_finite_float32"] < 1).sum())
+        f64 = g[g["non_finite_float64"] < 1]
+        part = (f"{who}: trained weights finite in {finite_w} of {n}, some finite output in "
+                f"float32 in {f32} of {n}, in float64 in {len(f64)} of {n}")
+        if len(f64):
+            part += (f" (float64 accuracy {f64['acc_float64'].min():.1f}-"
+                     f"{f64['acc_float64'].max():.1f} %)")
+        out.append(part)
+    return "Measured: " + "; ".join(out) + "."
+
+
 def _every_plan(e: pd.DataFrame) -> pd.DataFrame:
     """Each tailored plan of (e) at its model's longest length, with the uniform plan's
     accuracy at the same budget and the difference (point estimates)."""
@@ -244,9 +261,14 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
         w("MAX noise (GaussMul σ = 1e10 at every site), float32 and float64 (a float64 copy of "
           "the model and inputs); `agree`: float32 and float64 accuracies agree where both are "
           "finite (n/a: float32 not finite); overflow σ: the GaussMul σ at every site above "
-          "which the input's RMS times σ per site passes the type's largest number.\n")
+          "which the input's RMS times σ per site passes the type's largest number; "
+          "`weights finite`: no trained weight is NaN or infinite (a model whose float32 "
+          "training under this noise diverged has none).\n")
+        w(max_noise_summary(T["c_max"]) + "\n")
         w(markdown_table(T["c_max"], {"model": "model", "length": "epochs", "repeat": "repeat",
-                                      "model_trained": "model", "acc_float32": "float32 (%)",
+                                      "model_trained": "model",
+                                      "weights_finite": "weights finite",
+                                      "acc_float32": "float32 (%)",
                                       "non_finite_float32": "non-finite f32",
                                       "acc_float64": "float64 (%)",
                                       "non_finite_float64": "non-finite f64",

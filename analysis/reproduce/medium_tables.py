@@ -300,14 +300,19 @@ def build_tables(results: Sequence[Mapping[str, Any]], *, n_boot: int, mul_site:
                                                 seed=(*key, name)), f"{name}_clean"))
             T["c"].append(c_row)
         for r in sorted(by.get((m, L, "max_noise"), []), key=lambda r: r["repeat"]):
-            for who, v in (("noise-trained", r["m"]["max_noise_accuracy"]),
-                           ("clean", by_rep[r["repeat"]]["m"]["max_noise_accuracy"][
-                               f"None:{r['sigma']!r}"])):
+            for who, v, w_rec in (("noise-trained", r["m"]["max_noise_accuracy"], r),
+                                  ("clean", by_rep[r["repeat"]]["m"]["max_noise_accuracy"][
+                                      f"None:{r['sigma']!r}"], by_rep[r["repeat"]])):
                 f32, f64 = v["float32"], v["float64"]
                 rms_in = _val(_act(by_rep[r["repeat"]], 0), "rms")
                 T["c_max"].append({
                     "model": m, "length": L, "repeat": r["repeat"], "model_trained": who,
-                    "sigma": r["sigma"], "acc_float32": float(np.mean(f32["accuracy"])),
+                    "sigma": r["sigma"],
+                    # a model whose float32 training diverged keeps non-finite weights
+                    "weights_finite": all(
+                        math.isfinite(layer["mean_abs"])
+                        for layer in w_rec["m"]["weights"]["layers"]),
+                    "acc_float32": float(np.mean(f32["accuracy"])),
                     "non_finite_float32": float(np.mean(f32["non_finite"])),
                     "acc_float64": float(np.mean(f64["accuracy"])),
                     "non_finite_float64": float(np.mean(f64["non_finite"])),

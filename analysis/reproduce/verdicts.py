@@ -168,7 +168,7 @@ def verdict_c(c: pd.DataFrame) -> Verdict:
                         moving.append(f"{m} σ={sig:g} {col}")
     if moving:
         return Verdict(INCONCLUSIVE, "the bimodality coefficient still moves between the two "
-                       "longest lengths: " + ", ".join(moving))
+                       "longest lengths: " + ", ".join(moving) + "; " + _c_direction(above))
     if len(best[1]) >= majority(len(models)):
         return Verdict(REPRODUCED, f"at σ = {best[0]:g}, {len(best[1])} of {len(models)} "
                        f"models above chance ({', '.join(best[1])}) have a bimodality "
@@ -181,6 +181,19 @@ def verdict_c(c: pd.DataFrame) -> Verdict:
     return Verdict(INCONCLUSIVE, "some models exceed the clean bimodality ("
                    + ", ".join(any_beyond) + f") but fewer than {majority(len(models))} at one "
                    "σ ≥ 1 above 5/9")
+
+
+def _c_direction(rows: pd.DataFrame) -> str:
+    """Where the GaussMul-trained bimodality lies against the clean model's (intervals apart
+    or not), over the longest-length rows above chance: a description, not a rule."""
+    parts = []
+    for col, what in (("bimod_w", "weights"), ("bimod_in", "activations")):
+        below = int((rows[f"{col}_noisy_high"] < rows[f"{col}_clean_low"]).sum())
+        above = int((rows[f"{col}_noisy_low"] > rows[f"{col}_clean_high"]).sum())
+        parts.append(f"{what} below the clean model's at {below}, above at {above}, "
+                     f"overlapping at {len(rows) - below - above}")
+    return (f"at the longest length, of {len(rows)} (model, σ) rows above chance, the "
+            "GaussMul-trained bimodality coefficient lies: " + "; ".join(parts))
 
 
 def verdict_a(a: pd.DataFrame, sites: pd.DataFrame) -> Verdict:
