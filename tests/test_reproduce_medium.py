@@ -334,6 +334,19 @@ def test_tables_intervals_and_document(toy_runs):
     T = build_tables(first.results, n_boot=TOY.n_boot, mul_site=1)
     b = T["b"]
     assert len(b) == 4 and (b["w_ratio_global_low"] <= b["w_ratio_global"]).all()
+    # whether the ±max|w| clamp bound: counted from the trained weights, per seed
+    for _, row in b.iterrows():
+        recs = [r for r in first.results if r["model"] == row["model"]
+                and r["length"] == row["length"]]
+        peak = lambda r: max(x["max_abs"] for x in r["m"]["weights"]["layers"])  # noqa: E731
+        cm = [r for r in recs if r["kind"] == "clamp_max"]
+        gl = {r["repeat"]: r for r in recs if r["kind"] == "global"}
+        assert all(peak(r) <= r["clamp"] * (1 + 1e-6) for r in cm)   # the clamp holds
+        assert row["clamp_max_reached"] == \
+            f"{sum(peak(r) >= r['clamp'] * (1 - 1e-5) for r in cm)} of {len(cm)}"
+        assert row["clamp_max_exceeded"] == \
+            f"{sum(peak(gl[r['repeat']]) > r['clamp'] for r in cm)} of {len(cm)}"
+    assert "±max|w| reached" in doc.read_text()
     assert (b["w_ratio_global"] <= b["w_ratio_global_high"]).all()
     a = T["a"]
     assert len(a) == 6 + 6  # RL_TFC at 2 epochs and LeNet5-BN at 1 epoch, 3 sites × 2 factors

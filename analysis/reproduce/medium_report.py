@@ -231,11 +231,15 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
             "gain_global": "σ_mid gain", "gain_clamp_max": "gain, ±max|w|",
             "removed_clamp_max": "removed by ±max|w|", "gain_clamp_unit": "gain, [-1, 1]",
             "removed_clamp_unit": "removed by [-1, 1]", "rms_ratio_global": "RMS ratio",
-            "unit_clamp_binds": "[-1, 1] can bind"}
+            "unit_clamp_binds": "[-1, 1] can bind",
+            "clamp_max_reached": "±max|w| reached", "clamp_max_exceeded": "unclamped over it"}
     section("b", titles["b"], "GaussAdd at every site in training and evaluation at the clean "
             "model's global σ_mid, without and with weight clamping (±max|w| of the clean model, "
             "and [-1, 1]); ratios noise-trained / clean; the removed share is (gain − "
-            "gain_clamped) / gain with gains in decades of σ_mid.", bt,
+            "gain_clamped) / gain with gains in decades of σ_mid. The ±max|w| bound is the "
+            "clean model's largest weight over all layers; `±max|w| reached`: seeds whose "
+            "clamped model has its largest weight at the bound (the clamp acted), `unclamped "
+            "over it`: seeds whose unclamped noise-trained model has a weight beyond it.", bt,
             {c: v for c, v in cols.items() if c in bt.columns})
     if len(T["b_sites"]):
         bs = _with_iv(T["b_sites"], ["sigma_clean", "sigma_noisy", "ratio", "snr_ratio",

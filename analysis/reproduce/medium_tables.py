@@ -222,6 +222,17 @@ def build_tables(results: Sequence[Mapping[str, Any]], *, n_boot: int, mul_site:
             row[f"max_abs_{kind}"] = float(np.nanmax([max(x["max_abs"] for x in
                                                           r["m"]["weights"]["layers"])
                                                       for r in recs]))
+            if kind == "clamp_max":
+                # does the bound bind? the clamped model's largest weight sits at the bound
+                # (the clamp acted), and the unclamped noise-trained model's exceeds it
+                glob = {r["repeat"]: r for r in by.get((m, L, "global"), [])}
+                peak = lambda r: max((x["max_abs"] for x in r["m"]["weights"]["layers"]),  # noqa: E731
+                                     default=math.nan)
+                row["clamp_max_reached"] = (f"{sum(peak(r) >= r['clamp'] * (1 - 1e-5) for r in recs)}"
+                                            f" of {len(recs)}")
+                row["clamp_max_exceeded"] = (
+                    f"{sum(r['repeat'] in glob and peak(glob[r['repeat']]) > r['clamp'] for r in recs)}"
+                    f" of {len(recs)}")
             if kind != "global" and "global" in ivs and ivs["global"] and ivs[kind] and g_clean:
                 row.update(_tri(removed_share(ivs["global"], ivs[kind], g_clean),
                                 f"removed_{kind}"))
