@@ -389,6 +389,8 @@ def test_second_run_from_the_cache_trains_nothing_and_gives_the_same_tables(toy_
     # the run time of a resumed run: the first start's record (it trained), not the second's
     starts = second.facts["starts"]
     assert len(starts) == 1 and starts[0]["pid"] == os.getpid()
+    # the second run only read the cache: it leaves no record of its own
+    assert len(list((root / "cache" / "starts").glob("*.json"))) == 1
     cells = {(m, L, r) for m, L, r, _ in starts[0]["cells"]}
     assert cells == {(m, L, r) for m in TOY.models for L in (1, 2) for r in (0, 1)}
     assert 0 < sum(c[3] for c in starts[0]["cells"]) <= starts[0]["wall_seconds"]

@@ -366,7 +366,8 @@ class Convergence:
                     if self.facts["trainings"] > before:
                         start["cells"].append([m, int(length), int(r), round(took, 1)])
                     start["wall_seconds"] = round(time.perf_counter() - t0, 1)
-                    self._record_start(start)
+                    if start["cells"]:      # a start that only reads the cache leaves none
+                        self._record_start(start)
         self.facts["wall_seconds"] = round(time.perf_counter() - t0, 1)
         self.facts["starts"] = self.starts()
         self.facts["cache"] = {"hits": self.cache.hits, "writes": self.cache.writes,

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..plots import save_figure
 from .convergence import Convergence
 from .markdown import fmt, markdown_table
-from .medium_summary import medium_block, read_results, update_block
+from .medium_summary import TITLES, medium_block, read_results, update_block
 from .medium_tables import build_tables
 from .verdicts import (mechanism_b, verdict_a, verdict_b, verdict_c, verdict_d, verdict_e)
 
@@ -202,9 +202,7 @@ def write_medium_document(run: Convergence, out_dir: Path, *, command: str,
           + (f" Note: {b['note']}." if b.get("note") else ""))
     w("")
     w("## Verdicts\n")
-    titles = {"a": "noisy training increases robustness", "b": "…by growing the weights",
-              "c": "GaussMul training self-binarises", "d": "per-layer robustness differs",
-              "e": "tailored repetition beats uniform at equal budget"}
+    titles = TITLES
     for k in "abcde":
         w(f"- ({k}) *{titles[k]}*: {V[k].line()}")
     w(f"- Mechanism of (b): {mechanism_b(T['b_sites'])}.\n")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["BEGIN", "END", "medium_block", "update_block"]
+__all__ = ["BEGIN", "END", "TITLES", "medium_block", "read_results", "update_block"]
 
 BEGIN = "<!-- medium-scale verdicts: written by analysis/reproduce, do not edit -->"
 END = "<!-- end of medium-scale verdicts -->"
@@ -59,6 +59,7 @@ def update_block(doc: Path, lines: list[str]) -> bool:
 
 
 def read_results(path: Path) -> dict[str, Any] | None:
+    """A run's results.json, or None when there is none (or it does not parse)."""
     try:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, ValueError):

@@ -144,6 +144,11 @@ def _layer_means(rec) -> np.ndarray:
     return np.array([r["mean_abs"] for r in rec["m"]["weights"]["layers"]], dtype=float)
 
 
+def _peak(rec) -> float:
+    """The largest |w| over a model's conv/linear layers (NaN for non-finite weights)."""
+    return max((x["max_abs"] for x in rec["m"]["weights"]["layers"]), default=math.nan)
+
+
 def _act(rec, site: int, at: str = "site") -> Mapping[str, Any] | None:
     return next((r for r in rec["m"].get("activations", [])
                  if r["site"] == site and r["at"] == at), None)
@@ -219,20 +224,16 @@ def build_tables(results: Sequence[Mapping[str, Any]], *, n_boot: int, mul_site:
                 rms.append(float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan)
             row.update(_tri(seed_interval(rms, n_boot=n_boot, seed=(*key, kind, "rms")),
                             f"rms_ratio_{kind}"))
-            row[f"max_abs_{kind}"] = float(np.nanmax([max(x["max_abs"] for x in
-                                                          r["m"]["weights"]["layers"])
-                                                      for r in recs]))
+            row[f"max_abs_{kind}"] = float(np.nanmax([_peak(r) for r in recs]))
             if kind == "clamp_max":
                 # does the bound bind? the clamped model's largest weight sits at the bound
                 # (the clamp acted), and the unclamped noise-trained model's exceeds it
                 glob = {r["repeat"]: r for r in by.get((m, L, "global"), [])}
-                peak = lambda r: max((x["max_abs"] for x in r["m"]["weights"]["layers"]),  # noqa: E731
-                                     default=math.nan)
-                row["clamp_max_reached"] = (f"{sum(peak(r) >= r['clamp'] * (1 - 1e-5) for r in recs)}"
-                                            f" of {len(recs)}")
-                row["clamp_max_exceeded"] = (
-                    f"{sum(r['repeat'] in glob and peak(glob[r['repeat']]) > r['clamp'] for r in recs)}"
-                    f" of {len(recs)}")
+                reached = sum(_peak(r) >= r["clamp"] * (1 - 1e-5) for r in recs)
+                exceeded = sum(r["repeat"] in glob and _peak(glob[r["repeat"]]) > r["clamp"]
+                               for r in recs)
+                row["clamp_max_reached"] = f"{reached} of {len(recs)}"
+                row["clamp_max_exceeded"] = f"{exceeded} of {len(recs)}"
             if kind != "global" and "global" in ivs and ivs["global"] and ivs[kind] and g_clean:
                 row.update(_tri(removed_share(ivs["global"], ivs[kind], g_clean),
                                 f"removed_{kind}"))
