@@ -363,9 +363,12 @@ class Convergence:
                     self.cell(m, length, r)
                     took = time.perf_counter() - t_cell
                     log.info("%s, %d epochs, repeat %d: done (%.0fs)", m, length, r, took)
+                    # tenths of a second, cells rounded down and the total up, so that the
+                    # cells of a record never add up to more than its wall time
                     if self.facts["trainings"] > before:
-                        start["cells"].append([m, int(length), int(r), round(took, 1)])
-                    start["wall_seconds"] = round(time.perf_counter() - t0, 1)
+                        start["cells"].append([m, int(length), int(r),
+                                               math.floor(took * 10) / 10])
+                    start["wall_seconds"] = math.ceil((time.perf_counter() - t0) * 10) / 10
                     if start["cells"]:      # a start that only reads the cache leaves none
                         self._record_start(start)
         self.facts["wall_seconds"] = round(time.perf_counter() - t0, 1)
